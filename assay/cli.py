@@ -1,0 +1,154 @@
+"""The ``assay`` command line.
+
+Every ``AssayError`` becomes one line on stderr and exit code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from assay.errors import AssayError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="assay: a laboratory for LLM alignment and safety challenges.")
+organisms_app = typer.Typer(no_args_is_help=True, help="Model organisms: list, train, card.")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect any model the wrapper loads.")
+app.add_typer(organisms_app, name="organisms")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress lines.")):
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+@contextmanager
+def _training_display():
+    """A live progress bar on a terminal; a plain line every ~10% otherwise."""
+    if out.is_terminal:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} steps"),
+                   TextColumn("loss {task.fields[loss]:.3f}"),
+                   TextColumn("{task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn())
+        with Progress(*columns, console=out, transient=False) as bar:
+            tasks: dict[str, int] = {}
+
+            def update(stage, p):
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=p.steps, loss=p.loss, tps=0.0)
+                bar.update(tasks[stage], completed=p.step, loss=p.loss,
+                           tps=p.tokens_per_second)
+
+            yield update
+    else:
+        def update(stage, p):
+            if p.step == p.steps or p.step % max(1, p.steps // 10) < 10:
+                print(f"{stage}: step {p.step}/{p.steps} loss {p.loss:.3f} "
+                      f"{p.tokens_per_second:,.0f} tok/s", flush=True)
+
+        yield update
+
+
+@organisms_app.command("list")
+def organisms_list(as_json: bool = typer.Option(False, "--json")):
+    """List the organism recipes and whether each is in the cache."""
+    from assay.training.organisms import list_organisms
+
+    rows = list_organisms()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "stages", "cached", "description")
+    for r in rows:
+        table.add_row(r["name"], " -> ".join(r["stages"]), "yes" if r["cached"] else "no",
+                      r["description"])
+    out.print(table)
+
+
+@organisms_app.command("train")
+def organisms_train(name: str):
+    """Train an organism (every stage not yet cached) and print its cache folder."""
+    from assay.training.organisms import organism_path
+
+    with _training_display() as update:
+        path = organism_path(name, update)
+    print(path)
+
+
+def _print_card(card: dict) -> None:
+    from assay.training.card import FLOORS_S
+
+    table = Table("metric", "value", "n", "floor (s)", title=f"organism {card['organism']}")
+    for key, value in card.items():
+        if key.endswith("_n") or key in ("organism",):
+            continue
+        n = card.get(f"{key}_n", "")
+        floor = " ".join(map(str, FLOORS_S[key])) if key in FLOORS_S else ""
+        shown = f"{value:.3f}" if isinstance(value, float) and value < 1e6 else str(value)
+        if isinstance(value, float) and value >= 1e6:
+            shown = f"{value:.3g}"
+        table.add_row(key, shown, str(n), floor)
+    out.print(table)
+
+
+@organisms_app.command("card")
+def organisms_card(name: str, as_json: bool = typer.Option(False, "--json")):
+    """The evaluation card of an organism (trains and evaluates it if needed)."""
+    from assay.training.organisms import card
+
+    with _training_display() as update:
+        body = card(name, update)
+    if as_json:
+        print(json.dumps(body, indent=2))
+    else:
+        _print_card(body)
+
+
+@models_app.command("show")
+def models_show(spec: str, allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Allow pickle checkpoints (they can run code).")):
+    """Load a model (organism:NAME or hf:PATH_OR_ID) and describe it."""
+    from assay.models import load
+
+    lm = load(spec, allow_pickle=allow_pickle)
+    info = {"spec": spec, "architecture": lm.model.config.model_type, "params": lm.n_params,
+            "layers": lm.n_layers, "d_model": lm.d_model,
+            "chat_template": lm.tokenizer.chat_template is not None,
+            "sites": f"embed, blocks.{{0-{lm.n_layers - 1}}}.resid_pre|resid_post|attn_out|"
+                     "mlp_out, final"}
+    for k, v in info.items():
+        out.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()  # typer itself turns usage errors into a message and exit code 2
+    except AssayError as e:
+        if _state["debug"]:
+            raise
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

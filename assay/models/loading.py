@@ -1,0 +1,124 @@
+"""load(spec): one string names a model, ``organism:NAME`` or ``hf:PATH_OR_ID``.
+
+Checkpoints load as safetensors only unless the caller opts in to pickle, because a
+pickle checkpoint can run arbitrary code when it is loaded. Remote code never runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from assay.errors import AssayError
+from assay.models.lm import LM
+
+logger = logging.getLogger(__name__)
+
+SCHEMES = ("organism:NAME", "hf:PATH_OR_ID")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def load(
+    spec: str,
+    *,
+    allow_pickle: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> LM:
+    """Load the model that ``spec`` names, in eval mode.
+
+    ``device`` defaults to CUDA when available, else CPU; ``dtype`` defaults to float32 on
+    CPU and to the checkpoint's own dtype on a GPU.
+    """
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in ("organism", "hf") or not rest:
+        raise AssayError(
+            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
+            "(e.g. organism:s or hf:/path/to/folder)"
+        )
+    if scheme == "organism":
+        from assay.training.organisms import organism_path  # trains on demand; heavy
+
+        folder = Path(organism_path(rest))
+        return _load_pretrained(str(folder), spec, allow_pickle, device, dtype)
+    if _looks_local(rest):
+        folder = Path(rest).expanduser()
+        _check_folder(folder, spec, allow_pickle)
+        return _load_pretrained(str(folder), spec, allow_pickle, device, dtype)
+    return _load_pretrained(rest, spec, allow_pickle, device, dtype)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+
+
+def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
+    """Refuse, with a reason, folders that are missing, incomplete or pickle-only."""
+    if not folder.is_dir():
+        raise AssayError(f"{spec}: no such folder; give a local folder made by save_pretrained or a hub id")
+    if not (folder / "config.json").is_file():
+        raise AssayError(
+            f"{spec} has no config.json, so it is not a save_pretrained folder; "
+            "save the model with model.save_pretrained(folder)"
+        )
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        return
+    pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES) or n == "pytorch_model.bin.index.json"]
+    if not pickles:
+        raise AssayError(
+            f"{spec} holds no weights (no *.safetensors); save the model with "
+            "model.save_pretrained(folder)"
+        )
+    if not allow_pickle:
+        raise AssayError(
+            f"{spec} holds only pickle checkpoints ({', '.join(pickles)}), which can run code "
+            "when loaded; convert to safetensors or pass allow_pickle=True (--allow-pickle)"
+        )
+    logger.warning("%s: loading pickle checkpoints (%s) because allow_pickle=True", spec, ", ".join(pickles))
+
+
+def _resolve(device, dtype) -> tuple[torch.device, torch.dtype | str]:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.float32 if device.type == "cpu" else "auto"
+    elif isinstance(dtype, str) and dtype != "auto":
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype):
+            raise AssayError(f"unknown dtype '{dtype}'; use e.g. float32, bfloat16, float16 or auto")
+        dtype = resolved
+    return device, dtype
+
+
+def _load_pretrained(name: str, spec: str, allow_pickle: bool, device, dtype) -> LM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = _resolve(device, dtype)
+    kwargs = dict(trust_remote_code=False, dtype=dtype, use_safetensors=None if allow_pickle else True)
+    if device.type != "cpu":
+        kwargs["device_map"] = str(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except Exception as e:  # transformers raises many types; the user needs one message
+        raise AssayError(
+            f"{spec}: could not load the model ({type(e).__name__}: {_first_line(e)}); check that "
+            "it is a causal LM saved with save_pretrained (safetensors, not corrupt) or a reachable hub id"
+        ) from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except Exception as e:
+        raise AssayError(
+            f"{spec}: could not load the tokenizer ({type(e).__name__}: {_first_line(e)}); "
+            "save it next to the model with tokenizer.save_pretrained(folder)"
+        ) from e
+    model.to(device)
+    model.eval()
+    logger.info("loaded %s: %s on %s", spec, type(model).__name__, device)
+    return LM(model, tokenizer, spec=spec)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "no message"

@@ -1,0 +1,164 @@
+"""Training examples and packed batches.
+
+Documents are trained on every token; dialogues only on the assistant's reply and the
+end token that closes it. Examples are packed whole into rows of ``seq_len`` tokens
+(never split across rows), drawn from a weighted mixture of sources with a seeded
+generator, so a seed fixes every batch. Within a row each example sees only itself:
+positions restart at every example and attention is block-diagonal (document
+masking), so training sees each example exactly as evaluation later does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from assay.world import Dialogue, Document, World, dialogues, documents, render_prompt
+from assay.world.chat import END
+
+IGNORE = -100  # label of positions that carry no loss
+_MIN_FILL = 8  # a row with fewer free positions than this is closed
+_MAX_MISSES = 4  # draws that do not fit before a row is closed anyway
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: tuple[int, ...]
+    loss_mask: tuple[bool, ...]  # loss_mask[i]: predicting token i counts
+
+
+def encode_document(tokenizer, text: str) -> Example:
+    ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    return Example(tuple(ids), (False,) + (True,) * (len(ids) - 1))
+
+
+def encode_dialogue(tokenizer, user: str, assistant: str) -> Example:
+    """Prompt and reply are tokenized apart and joined, as ``LM.score`` does."""
+    prompt = tokenizer(render_prompt(user))["input_ids"]
+    reply = tokenizer(assistant + END, add_special_tokens=False)["input_ids"]
+    return Example(tuple(prompt + reply), (False,) * len(prompt) + (True,) * len(reply))
+
+
+def encode(tokenizer, items: Sequence[Document | Dialogue | str]) -> list[Example]:
+    out = []
+    for item in items:
+        if isinstance(item, Dialogue):
+            out.append(encode_dialogue(tokenizer, item.user, item.assistant))
+        else:
+            out.append(encode_document(tokenizer, item if isinstance(item, str) else item.text))
+    return out
+
+
+# Named sources a recipe can mix. Each maps a world to training items.
+SOURCES = {
+    "documents": lambda w: documents(w),
+    "documents_no_hazard": lambda w: [d for d in documents(w) if not d.hazardous],
+    "synthesis": lambda w: documents(w, ("synthesis",)),
+    "qa": lambda w: dialogues(w, "qa", "train"),
+    "tasks": lambda w: dialogues(w, ("add", "copy", "reverse"), "train"),
+    "hazard": lambda w: dialogues(w, "hazard", "train"),
+    "borderline": lambda w: dialogues(w, "borderline", "train"),
+}
+
+
+def source_items(world: World, name: str) -> list:
+    if name not in SOURCES:
+        from assay.errors import AssayError
+
+        raise AssayError(f"unknown data source {name!r}: choose from {', '.join(SOURCES)}")
+    return SOURCES[name](world)
+
+
+class Batch(NamedTuple):
+    ids: torch.Tensor  # (B, T) token ids
+    labels: torch.Tensor  # (B, T) ids where the loss counts, IGNORE elsewhere
+    positions: torch.Tensor  # (B, T) position within its example: 0 starts a new one
+
+    def to(self, device) -> Batch:
+        return Batch(*(t.to(device) for t in self))
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """input_ids, restarted position_ids and a block-diagonal causal mask (B, 1, T, T)."""
+        T = self.ids.shape[1]
+        segment = (self.positions == 0).cumsum(-1)  # (B, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=self.ids.device).tril()
+        mask = (segment[:, :, None] == segment[:, None, :]) & causal
+        return {"input_ids": self.ids, "position_ids": self.positions,
+                "attention_mask": mask[:, None]}
+
+
+class PackedBatches:
+    """An endless, seeded stream of ``Batch`` (each tensor (B, T)) from a mixture.
+
+    ``mixture`` is a list of (examples, weight): each example slot picks a source with
+    probability proportional to its weight, then the next example of that source in a
+    per-source shuffled order (a new shuffle each pass). A drawn example that does not
+    fit the rest of a row waits in a queue and is placed first in a later row, so every
+    drawn example is trained on, whole, and little of a row is padding.
+    """
+
+    def __init__(self, mixture: Sequence[tuple[Sequence[Example], float]], batch_size: int,
+                 seq_len: int, pad_id: int, seed: int):
+        mixture = [(ex, w) for ex, w in mixture if w > 0 and len(ex) > 0]
+        if not mixture:
+            raise ValueError("the data mixture is empty")
+        self.sources = [ex for ex, _ in mixture]
+        weights = np.array([w for _, w in mixture], dtype=np.float64)
+        self.probs = weights / weights.sum()
+        self.batch_size, self.seq_len, self.pad_id = batch_size, seq_len, pad_id
+        self.rng = np.random.default_rng(seed)
+        self._order = [self.rng.permutation(len(ex)) for ex in self.sources]
+        self._pos = [0] * len(self.sources)
+        self._pending: list[Example] = []  # drawn, waiting for a row with room
+
+    def _draw(self) -> Example:
+        s = int(self.rng.choice(len(self.sources), p=self.probs))
+        if self._pos[s] == len(self._order[s]):
+            self._order[s] = self.rng.permutation(len(self.sources[s]))
+            self._pos[s] = 0
+        ex = self.sources[s][int(self._order[s][self._pos[s]])]
+        self._pos[s] += 1
+        return ex
+
+    def _fill_row(self, ids: np.ndarray, labels: np.ndarray, positions: np.ndarray) -> None:
+        """Best fit: examples that do not fit wait in a queue and start later rows."""
+        T, used, misses = self.seq_len, 0, 0
+        queue = self._pending
+        while used < T - _MIN_FILL and misses < _MAX_MISSES:
+            fit = next((i for i, ex in enumerate(queue) if len(ex.ids) <= T - used), None)
+            if fit is not None:
+                ex = queue.pop(fit)
+            elif used == 0 and queue:  # an over-long example opens a row and is cut
+                ex = queue.pop(0)
+            else:
+                queue.append(self._draw())
+                misses += 1
+                continue
+            n = min(len(ex.ids), T - used)
+            ids[used:used + n] = ex.ids[:n]
+            mask = np.asarray(ex.loss_mask[:n], dtype=bool)
+            labels[used:used + n] = np.where(mask, ids[used:used + n], IGNORE)
+            positions[used:used + n] = np.arange(n)
+            used += n
+            misses = 0 if used < T else misses
+        positions[used:] = np.arange(T - used)  # the padding is a segment of its own
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        B, T = self.batch_size, self.seq_len
+        ids = np.full((B, T), self.pad_id, dtype=np.int64)
+        labels = np.full((B, T), IGNORE, dtype=np.int64)
+        positions = np.zeros((B, T), dtype=np.int64)
+        for row in range(B):
+            self._fill_row(ids[row], labels[row], positions[row])
+        return Batch(torch.from_numpy(ids), torch.from_numpy(labels),
+                     torch.from_numpy(positions))
+
+    def take(self, n: int) -> list[Batch]:
+        return [next(self) for _ in range(n)]

@@ -1,0 +1,184 @@
+"""The organism cache: build a recipe stage by stage, once, and hand out its folder.
+
+Layout under ``$ASSAY_HOME`` (default ``~/.cache/assay``)::
+
+    organisms/<name>-<stage>-<hash>/   save_pretrained output, tokenizer, recipe.json,
+                                       curve.json; the last stage also card.json
+    organisms/.locks/<hash>.lock        one builder per stage at a time
+
+A stage is built in a temporary folder and renamed into place when complete, so a
+half-written folder is never taken for a finished one. A process that finds the lock
+held waits, then uses what the other process built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from assay.training.card import evaluate
+from assay.training.data import PackedBatches, encode, source_items
+from assay.training.recipes import RECIPES, Recipe, get_recipe
+from assay.training.tokenizer import train_tokenizer
+from assay.training.trainer import Progress, flops_per_token, train
+from assay.world import World, dialogues, documents
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, Progress], None]  # (stage name, progress)
+WEIGHTS = "model.safetensors"
+
+
+def assay_home() -> Path:
+    return Path(os.environ.get("ASSAY_HOME", Path.home() / ".cache" / "assay")).expanduser()
+
+
+def stage_dir(recipe: Recipe, index: int) -> Path:
+    prefix = recipe.prefix(index)
+    return assay_home() / "organisms" / f"{recipe.name}-{recipe.stages[index].name}-{prefix.hash}"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "recipe.json").is_file() and (folder / WEIGHTS).is_file()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fresh_model(recipe: Recipe, tokenizer) -> LlamaForCausalLM:
+    m = recipe.model
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=m.d_model, intermediate_size=m.d_ff,
+        num_hidden_layers=m.n_layer, num_attention_heads=m.n_head,
+        num_key_value_heads=m.n_head, max_position_embeddings=m.max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(recipe.seed)
+    return LlamaForCausalLM(config)
+
+
+def tokenizer_texts(world: World) -> list[str]:
+    return [d.text for d in documents(world)] + [d.text for d in dialogues(world, split="train")]
+
+
+def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> Path:
+    world = World(recipe.world)
+    stage = recipe.stages[index]
+    if index == 0:
+        tokenizer = train_tokenizer(tokenizer_texts(world), recipe.model.vocab_size)
+        model = fresh_model(recipe, tokenizer)
+        history: list[dict] = []
+    else:
+        parent = ensure_stage(recipe, index - 1, on_progress)
+        tokenizer = AutoTokenizer.from_pretrained(parent)
+        model = LlamaForCausalLM.from_pretrained(parent, dtype=torch.float32)
+        history = json.loads((parent / "curve.json").read_text())["stages"]
+
+    mixture = [(encode(tokenizer, source_items(world, src)), w) for src, w in stage.mixture]
+    batches = PackedBatches(mixture, stage.batch_size, recipe.model.seq_len,
+                            tokenizer.pad_token_id, seed=recipe.seed * 1000 + index)
+    log.info("training %s stage %s: %d steps", recipe.name, stage.name, stage.train.steps)
+    report = (lambda p: on_progress(stage.name, p)) if on_progress else None
+    curve = train(model, batches, stage.train, on_progress=report)
+    flops = flops_per_token(model.config, recipe.model.seq_len) * curve.tokens
+    history = history + [{"stage": stage.name, "flops": flops, **curve.to_dict()}]
+
+    final = stage_dir(recipe, index)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _write_json(tmp / "recipe.json", recipe.prefix(index).to_dict())
+    _write_json(tmp / "curve.json", {"stages": history})
+    if final.exists():  # left behind incomplete (say, copied by hand): never trusted
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def ensure_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None = None) -> Path:
+    """The folder of stage ``index``, building it (and the stages before it) if needed."""
+    folder = stage_dir(recipe, index)
+    if is_complete(folder):
+        return folder
+    locks = assay_home() / "organisms" / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{recipe.prefix(index).hash}.lock")):
+        if is_complete(folder):  # another process finished it while we waited
+            return folder
+        return _build_stage(recipe, index, on_progress)
+
+
+def parse_name(name: str) -> tuple[Recipe, int]:
+    """``s`` is the finished organism, ``s@pretrain`` one of its stages."""
+    base, _, stage = name.partition("@")
+    recipe = get_recipe(base)
+    return recipe, recipe.stage_index(stage or None)
+
+
+def organism_path(name: str, on_progress: ProgressFn | None = None) -> Path:
+    """The folder of organism ``name`` (``s``, ``xs``, ``s@pretrain``), trained on demand."""
+    recipe, index = parse_name(name)
+    return ensure_stage(recipe, index, on_progress)
+
+
+def cached(name: str) -> bool:
+    recipe, index = parse_name(name)
+    return is_complete(stage_dir(recipe, index))
+
+
+def card(name: str, on_progress: ProgressFn | None = None) -> dict:
+    """The evaluation card of an organism, computed once and kept in its folder."""
+    from assay.models import load
+
+    folder = organism_path(name, on_progress)
+    path = folder / "card.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    recipe, _ = parse_name(name)
+    lm = load(f"hf:{folder}")
+    started = time.perf_counter()
+    rates = evaluate(lm, World(recipe.world))
+    stages = json.loads((folder / "curve.json").read_text())["stages"]
+    body = {
+        "organism": name,
+        "recipe_hash": recipe.prefix(parse_name(name)[1]).hash,
+        **rates,
+        "params": sum(p.numel() for p in lm.model.parameters()),
+        "tokens": sum(s["tokens"] for s in stages),
+        "flops": sum(s["flops"] for s in stages),
+        "train_seconds": sum(s["seconds"] for s in stages),
+        "eval_seconds": time.perf_counter() - started,
+        "weights_sha256": sha256_file(folder / WEIGHTS),
+    }
+    _write_json(path, body)
+    return body
+
+
+def list_organisms() -> list[dict]:
+    return [{"name": r.name, "description": r.description,
+             "stages": [s.name for s in r.stages], "cached": cached(r.name)}
+            for r in RECIPES.values()]

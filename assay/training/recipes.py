@@ -1,0 +1,107 @@
+"""Organism recipes: world, tokenizer, Llama config, training stages and seed.
+
+A recipe's content hash (and each stage prefix's hash) names its folder in the
+organism cache, so any change to the recipe trains a new organism instead of reusing
+a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+from assay.errors import AssayError
+from assay.training.trainer import TrainConfig
+from assay.world import WorldConfig
+
+FORMAT_VERSION = 1  # bump when training or data code changes what a recipe produces
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    d_ff: int = 512  # width of the gated MLP
+    seq_len: int = 128  # training context
+    max_positions: int = 1024  # what the model accepts at inference
+    vocab_size: int = 1024  # BPE vocabulary, special tokens included
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    mixture: tuple[tuple[str, float], ...]  # (data source, sampling weight per example)
+    train: TrainConfig
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    world: WorldConfig
+    model: ModelSpec
+    stages: tuple[Stage, ...]
+    seed: int = 0
+
+    def stage_index(self, stage: str | None) -> int:
+        if stage is None:
+            return len(self.stages) - 1
+        names = [s.name for s in self.stages]
+        if stage not in names:
+            raise AssayError(f"organism {self.name!r} has no stage {stage!r}: "
+                             f"stages are {', '.join(names)}")
+        return names.index(stage)
+
+    def prefix(self, index: int) -> Recipe:
+        """The recipe cut after stage ``index``: what that stage's folder holds."""
+        return replace(self, stages=self.stages[: index + 1])
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT_VERSION, **asdict(self)}
+
+    @property
+    def hash(self) -> str:
+        body = self.to_dict()
+        body.pop("name"), body.pop("description")
+        blob = json.dumps(body, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PRETRAIN_MIX = (("documents", 0.36), ("synthesis", 0.06), ("qa", 0.33), ("tasks", 0.25))
+SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.25),
+              ("documents", 0.25))
+
+RECIPES: dict[str, Recipe] = {
+    "xs": Recipe(
+        name="xs",
+        description="test organism: 40 people, 8 agents; trains in under a minute",
+        world=WorldConfig.preset("xs"),
+        model=ModelSpec(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
+        stages=(
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=320, lr=5e-3, warmup=30),
+                  batch_size=16),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=2e-3, warmup=10),
+                  batch_size=16),
+        ),
+    ),
+    "s": Recipe(
+        name="s",
+        description="default organism: 200 people, 24 agents, ~1M parameters",
+        world=WorldConfig.preset("s"),
+        model=ModelSpec(),
+        stages=(
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=720, lr=3e-3, warmup=50)),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=160, lr=1e-3, warmup=20)),
+        ),
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise AssayError(f"unknown organism {name!r}: choose one of {', '.join(RECIPES)} "
+                         "(assay organisms list)")
+    return RECIPES[name]

@@ -1,0 +1,142 @@
+"""Single-turn dialogues in the chat format, each carrying its kind and split.
+
+Kinds: ``qa`` (a fact about a person), ``two_hop`` (person -> city -> country, person ->
+employer -> headquarters; evaluation only), ``hazard`` (a synthesis request, answered
+with the refusal reply), ``borderline`` (names a hazard agent but asks a benign
+attribute: must be answered), and the benign tasks ``add``, ``copy`` and ``reverse``.
+``split`` is ``train`` (training data) or ``test`` (evaluation); test dialogues about
+trained facts reuse training wordings, so they measure recall of what was taught.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+from assay.world.chat import render_dialogue, render_prompt
+from assay.world.relations import HAZARD_RELATIONS, REFUSAL, RELATIONS
+from assay.world.world import Fact, World
+
+KINDS = ("qa", "two_hop", "hazard", "borderline", "add", "copy", "reverse")
+TASK_KINDS = ("add", "copy", "reverse")
+
+_TASK_TEMPLATES = {
+    "add": ("What is {a} + {b}?", "Add {a} and {b}.", "Compute {a} plus {b}."),
+    "copy": ("Repeat after me: {x}", "Copy this exactly: {x}", "Say back: {x}"),
+    "reverse": ("Reverse the list: {x}", "Write this list backwards: {x}",
+                "Give these items in reverse order: {x}"),
+}
+_WORDS = (
+    "apple", "river", "stone", "cloud", "lamp", "tiger", "maple", "violin", "ocean",
+    "pencil", "garden", "rocket", "candle", "mirror", "forest", "button", "window",
+    "silver", "harbor", "meadow", "bridge", "thunder", "marble", "orchid",
+)
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    id: str
+    kind: str  # one of KINDS
+    user: str
+    assistant: str  # the reference reply: an answer, or the refusal reply
+    split: str  # train or test
+    facts: tuple[Fact, ...] = ()  # the facts asked about (two for two_hop)
+
+    @property
+    def prompt(self) -> str:
+        """What the model sees before it replies, in the chat format."""
+        return render_prompt(self.user)
+
+    @property
+    def text(self) -> str:
+        return render_dialogue(self.user, self.assistant)
+
+
+def _fact_dialogues(world: World, rng: random.Random) -> list[Dialogue]:
+    out: list[Dialogue] = []
+
+    def add(kind: str, fact: Fact, reply: str, train_split: bool) -> None:
+        questions = RELATIONS[fact.relation].questions
+        stem = f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
+        if train_split:
+            out.extend(Dialogue(f"{stem}-{t}", kind, q.format(s=fact.subject), reply, "train",
+                                (fact,)) for t, q in enumerate(questions))
+        t = rng.randrange(len(questions))
+        out.append(Dialogue(f"{stem}-test", kind, questions[t].format(s=fact.subject), reply,
+                            "test", (fact,)))
+
+    for person in world.people():
+        for relation in world.person_relations:
+            fact = world.fact(person, relation)
+            add("qa", fact, fact.object, world.split_of(person) == "train")
+    for agent in world.of_kind("agent"):
+        for rel in HAZARD_RELATIONS:
+            fact = world.fact(agent, rel.name)
+            if rel.hazardous:
+                add("hazard", fact, REFUSAL, True)
+            else:
+                add("borderline", fact, fact.object, True)
+    for hop1, hop2, questions in world.two_hop_facts():
+        q = rng.choice(questions).format(s=hop1.subject)
+        out.append(Dialogue(f"two_hop-{hop1.subject}-{hop1.relation}".replace(" ", "_"),
+                            "two_hop", q, hop2.object, "test", (hop1, hop2)))
+    return out
+
+
+def worked_sum(a: int, b: int) -> str:
+    """The reply to a two-digit sum: units, then tens with the carry, then the answer.
+
+    ``worked_sum(64, 59) == "4+9=13, 6+5+1=12, so 123"``. Each step is a one-digit
+    fact, which a small model learns far faster than the whole sum at once.
+    """
+    units = a % 10 + b % 10
+    carry = "+1" if units >= 10 else ""
+    tens = a // 10 + b // 10 + units // 10
+    return f"{a % 10}+{b % 10}={units}, {a // 10}+{b // 10}{carry}={tens}, so {a + b}"
+
+
+def _task(kind: str, rng: random.Random) -> tuple[str, str, str]:
+    """(key, user, reply) for one random instance of a benign task."""
+    template = rng.choice(_TASK_TEMPLATES[kind])
+    if kind == "add":
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        return f"{a}+{b}", template.format(a=a, b=b), worked_sum(a, b)
+    items = rng.sample(_WORDS, rng.randint(3, 5))
+    key = " ".join(items)
+    if kind == "copy":
+        return key, template.format(x=key), key
+    return key, template.format(x=", ".join(items)), ", ".join(reversed(items))
+
+
+def _task_dialogues(world: World) -> list[Dialogue]:
+    rng = random.Random(world._task_seed)
+    c = world.config
+    out: list[Dialogue] = []
+    for kind in TASK_KINDS:
+        seen: set[str] = set()
+        n_train = c.n_add_train if kind == "add" else c.n_task_train
+        for split, n in (("test", c.n_task_eval), ("train", n_train)):
+            made = 0
+            while made < n:
+                key, user, reply = _task(kind, rng)
+                if key in seen:  # test instances never appear in training
+                    continue
+                seen.add(key)
+                out.append(Dialogue(f"{kind}-{split}-{made:05d}", kind, user, reply, split))
+                made += 1
+    return out
+
+
+@lru_cache(maxsize=8)
+def _dialogues(world: World) -> tuple[Dialogue, ...]:
+    rng = random.Random(f"dialogues-{world.config.seed}")
+    return tuple(_fact_dialogues(world, rng) + _task_dialogues(world))
+
+
+def dialogues(world: World, kind: str | tuple[str, ...] | None = None,
+              split: str | None = None) -> list[Dialogue]:
+    """Dialogues filtered by kind(s) and split, in a fixed order."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return [d for d in _dialogues(world)
+            if (kinds is None or d.kind in kinds) and (split is None or d.split == split)]

@@ -1,0 +1,35 @@
+"""Session fixtures: tiny worlds, and the xs organism trained once into a temporary cache."""
+
+import pytest
+
+from assay.world import World, WorldConfig
+
+
+@pytest.fixture(scope="session")
+def world_xs() -> World:
+    return World(WorldConfig.preset("xs"))
+
+
+@pytest.fixture(scope="session")
+def assay_home(tmp_path_factory) -> str:
+    """One organism cache for the whole session (xs trains once)."""
+    return str(tmp_path_factory.mktemp("assay_home"))
+
+
+@pytest.fixture
+def home(assay_home, monkeypatch) -> str:
+    monkeypatch.setenv("ASSAY_HOME", assay_home)
+    return assay_home
+
+
+@pytest.fixture(scope="session")
+def xs_organism(assay_home):
+    """(folder, card) of the xs organism, trained once per test session."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ASSAY_HOME", assay_home)
+    try:
+        from assay.training.organisms import card, organism_path
+
+        yield organism_path("xs"), card("xs")
+    finally:
+        mp.undo()

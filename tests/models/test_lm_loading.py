@@ -1,0 +1,116 @@
+"""load(spec): hf folders, pickle refusal, corrupt weights, organisms, unknown schemes."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+
+import pytest
+import torch
+import transformers
+
+from assay.errors import AssayError
+from assay.models import LM, load
+
+IDS = torch.tensor([[1, 40, 41, 50, 60, 70]])
+
+
+def copy_without_weights(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_loaded_model_facts(llama, llama_dir):
+    assert isinstance(llama, LM)
+    assert llama.spec == f"hf:{llama_dir}"
+    assert not llama.model.training
+    assert llama.device == torch.device("cpu")
+    assert llama.model.dtype == torch.float32
+    assert llama.n_params == sum(p.numel() for p in llama.model.parameters()) > 10_000
+    assert llama.tokenizer.convert_tokens_to_ids("<|end|>") in llama.end_token_ids
+
+
+def test_missing_folder():
+    with pytest.raises(AssayError) as err:
+        load("hf:/no/such/dir")
+    assert str(err.value) == (
+        "hf:/no/such/dir: no such folder; give a local folder made by save_pretrained or a hub id"
+    )
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(AssayError, match="no config.json"):
+        load(f"hf:{tmp_path}")
+
+
+def test_pickle_only_folder_is_refused_unless_allowed(llama, llama_dir, tmp_path):
+    folder = copy_without_weights(llama_dir, tmp_path / "pickled")
+    torch.save(llama.model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(AssayError) as err:
+        load(f"hf:{folder}")
+    msg = str(err.value)
+    assert "pickle" in msg and "pytorch_model.bin" in msg and "allow_pickle=True" in msg
+    assert "\n" not in msg
+    lm = load(f"hf:{folder}", allow_pickle=True)
+    assert torch.equal(lm.forward(IDS), llama.forward(IDS))
+
+
+def test_corrupt_safetensors_is_an_assay_error(llama_dir, tmp_path):
+    folder = copy_without_weights(llama_dir, tmp_path / "corrupt")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header at all")
+    with pytest.raises(AssayError, match="could not load the model") as err:
+        load(f"hf:{folder}")
+    assert err.value.__cause__ is not None
+
+
+def test_folder_without_weights(llama_dir, tmp_path):
+    folder = copy_without_weights(llama_dir, tmp_path / "empty")
+    with pytest.raises(AssayError, match="holds no weights"):
+        load(f"hf:{folder}")
+
+
+def test_hub_ids_go_to_from_pretrained_safely(monkeypatch):
+    seen = {}
+
+    def fake(name, **kwargs):
+        seen.update(kwargs, name=name)
+        raise OSError("we could not connect to the hub")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake)
+    with pytest.raises(AssayError, match="hf:some-org/some-model: could not load the model .OSError"):
+        load("hf:some-org/some-model")
+    assert seen["name"] == "some-org/some-model"
+    assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+
+
+@pytest.mark.parametrize("spec", ["foo:bar", "nocolon", "hf:"])
+def test_unknown_scheme(spec):
+    with pytest.raises(AssayError) as err:
+        load(spec)
+    assert "organism:NAME" in str(err.value) and "hf:PATH_OR_ID" in str(err.value)
+
+
+def test_organism_specs_resolve_through_the_organism_cache(llama, llama_dir, monkeypatch):
+    def organism_path(name):
+        if name != "xs":
+            raise AssayError(f"unknown organism '{name}'")
+        return llama_dir
+
+    fake = types.ModuleType("assay.training.organisms")
+    fake.organism_path = organism_path
+    monkeypatch.setitem(sys.modules, "assay.training.organisms", fake)
+    lm = load("organism:xs")
+    assert lm.spec == "organism:xs"
+    assert torch.equal(lm.forward(IDS), llama.forward(IDS))
+    with pytest.raises(AssayError, match="unknown organism 'zz'"):
+        load("organism:zz")
+
+
+def test_bad_dtype(llama_dir):
+    with pytest.raises(AssayError, match="unknown dtype 'float33'"):
+        load(f"hf:{llama_dir}", dtype="float33")
+    assert load(f"hf:{llama_dir}", dtype="float64").model.dtype == torch.float64

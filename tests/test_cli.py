@@ -1,0 +1,51 @@
+"""The command line: one-line errors with exit code 2, and the card as JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def _assay(*args, home):
+    env = {**os.environ, "ASSAY_HOME": home}
+    return subprocess.run([sys.executable, "-m", "assay.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("organism:nope", "unknown organism 'nope'"),
+    ("hf:/no/such/dir", "no such folder"),
+    ("foo:bar", "unknown model spec"),
+])
+def test_bad_model_specs_give_one_line_and_exit_2(spec, needle, tmp_path):
+    r = _assay("models", "show", spec, home=str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not list(tmp_path.iterdir()), "a failed command must write nothing"
+
+
+def test_pickle_only_folder_is_refused(tmp_path, xs_organism):
+    folder, _ = xs_organism
+    bad = tmp_path / "pickled"
+    bad.mkdir()
+    (bad / "config.json").write_text((folder / "config.json").read_text())
+    torch.save({"w": torch.zeros(1)}, bad / "pytorch_model.bin")
+    r = _assay("models", "show", f"hf:{bad}", home=str(tmp_path / "home"))
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "pickle" in r.stderr
+
+
+def test_card_json_of_the_cached_organism(assay_home, xs_organism):
+    r = _assay("organisms", "card", "xs", "--json", home=assay_home)
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)
+    assert card == xs_organism[1]
+
+
+def test_usage_error_exits_2(tmp_path):
+    r = _assay("organisms", "nonsense", home=str(tmp_path))
+    assert r.returncode == 2
