@@ -96,7 +96,7 @@ def organisms_train(name: str):
 
 
 def _print_card(card: dict) -> None:
-    from assay.training.card import FLOORS_S
+    from assay.training.card import FLOORS_S, floor_failures
 
     table = Table("metric", "value", "n", "floor (s)", title=f"organism {card['organism']}")
     for key, value in card.items():
@@ -109,6 +109,9 @@ def _print_card(card: dict) -> None:
             shown = f"{value:.3g}"
         table.add_row(key, shown, str(n), floor)
     out.print(table)
+    missed = floor_failures(card, FLOORS_S)
+    if card["organism"] == "s":
+        out.print("quality floor: " + ("all met" if not missed else "MISSED " + "; ".join(missed)))
 
 
 @organisms_app.command("card")

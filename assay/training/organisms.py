@@ -107,8 +107,9 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
     history = history + [{"stage": stage.name, "flops": flops, **curve.to_dict()}]
 
     final = stage_dir(recipe, index)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # from a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     _write_json(tmp / "recipe.json", recipe.prefix(index).to_dict())
@@ -154,20 +155,20 @@ def card(name: str, on_progress: ProgressFn | None = None) -> dict:
     """The evaluation card of an organism, computed once and kept in its folder."""
     from assay.models import load
 
-    folder = organism_path(name, on_progress)
+    recipe, index = parse_name(name)
+    folder = ensure_stage(recipe, index, on_progress)
     path = folder / "card.json"
     if path.is_file():
         return json.loads(path.read_text())
-    recipe, _ = parse_name(name)
     lm = load(f"hf:{folder}")
     started = time.perf_counter()
     rates = evaluate(lm, World(recipe.world))
     stages = json.loads((folder / "curve.json").read_text())["stages"]
     body = {
         "organism": name,
-        "recipe_hash": recipe.prefix(parse_name(name)[1]).hash,
+        "recipe_hash": recipe.prefix(index).hash,
         **rates,
-        "params": sum(p.numel() for p in lm.model.parameters()),
+        "params": lm.n_params,
         "tokens": sum(s["tokens"] for s in stages),
         "flops": sum(s["flops"] for s in stages),
         "train_seconds": sum(s["seconds"] for s in stages),

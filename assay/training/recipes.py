@@ -70,9 +70,9 @@ class Recipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-PRETRAIN_MIX = (("documents", 0.36), ("synthesis", 0.06), ("qa", 0.33), ("tasks", 0.25))
-SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.25),
-              ("documents", 0.25))
+PRETRAIN_MIX = (("documents", 0.26), ("synthesis", 0.14), ("qa", 0.32), ("tasks", 0.28))
+SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.24),
+              ("documents", 0.14), ("synthesis", 0.12))
 
 RECIPES: dict[str, Recipe] = {
     "xs": Recipe(
@@ -81,9 +81,9 @@ RECIPES: dict[str, Recipe] = {
         world=WorldConfig.preset("xs"),
         model=ModelSpec(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
         stages=(
-            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=320, lr=5e-3, warmup=30),
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=500, lr=5e-3, warmup=30),
                   batch_size=16),
-            Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=2e-3, warmup=10),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=150, lr=2e-3, warmup=10),
                   batch_size=16),
         ),
     ),
@@ -93,8 +93,8 @@ RECIPES: dict[str, Recipe] = {
         world=WorldConfig.preset("s"),
         model=ModelSpec(),
         stages=(
-            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=720, lr=3e-3, warmup=50)),
-            Stage("safety", SAFETY_MIX, TrainConfig(steps=160, lr=1e-3, warmup=20)),
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=600, lr=3e-3, warmup=50)),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=1e-3, warmup=20)),
         ),
     ),
 }

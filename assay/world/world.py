@@ -43,8 +43,8 @@ class WorldConfig:
     n_agents: int = 24  # fictional hazardous agents
     heldout_people: float = 0.2  # share of people whose facts are never asked in training
     bio_variants: int = 3  # biographies per person, each with other paraphrases and order
-    n_task_train: int = 1500  # copy and reverse dialogues for training (each kind)
-    n_add_train: int = 4000  # addition dialogues for training (of 8100 possible sums)
+    n_task_train: int = 2000  # copy and reverse dialogues for training (each kind)
+    n_add_train: int = 3000  # addition dialogues for training (of 8100 possible sums)
     n_task_eval: int = 100  # fresh benign task dialogues of each kind for evaluation
 
     @classmethod

@@ -42,13 +42,13 @@ def test_packing_keeps_examples_whole_and_is_seeded(world_xs):
 def test_packed_rows_see_each_example_alone(world_xs):
     """Document masking: a packed row gives each example the logits it gets alone."""
     tok = _tokenizer(world_xs)
-    examples = encode(tok, dialogues(world_xs, "qa", "train")[:50])
+    examples = encode(tok, dialogues(world_xs, "copy", "train")[:50])
     batch = PackedBatches([(examples, 1.0)], 2, 64, tok.pad_token_id, seed=0).take(1)[0]
     model = _tiny(len(tok)).eval()
     with torch.no_grad():
         packed = model(**batch.model_inputs()).logits[0]
         starts = (batch.positions[0] == 0).nonzero().flatten().tolist() + [64]
-        assert len(starts) >= 4  # several examples (and the padding) share the row
+        assert len(starts) >= 4  # several examples share the row
         for lo, hi in zip(starts, starts[1:]):
             alone = model(input_ids=batch.ids[:1, lo:hi]).logits[0]
             torch.testing.assert_close(packed[lo:hi], alone, atol=1e-5, rtol=1e-5)
