@@ -99,18 +99,25 @@ def test_half_written_folder_is_not_taken_for_finished(tiny):
 
 
 def _ask(name, log):
-    def build(recipe, index, progress, _orig=organisms._build_stage):
+    """In a fresh interpreter: register the tiny recipe, log each build, ask for it."""
+    import torch
+
+    torch.set_num_threads(1)  # two trainers on two cores must not thrash
+    RECIPES["tiny"] = TINY
+    build = organisms._build_stage
+
+    def logged(recipe, index, progress):
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {index}\n")
-        return _orig(recipe, index, progress)
+        return build(recipe, index, progress)
 
-    organisms._build_stage = build
-    print(organisms.organism_path(name))
+    organisms._build_stage = logged
+    organisms.organism_path(name)
 
 
 def test_two_processes_asking_at_once_build_once(tiny, tmp_path):
     log = tmp_path / "builds.log"
-    ctx = mp.get_context("fork")  # children inherit the tiny recipe and the environment
+    ctx = mp.get_context("spawn")  # fork after torch's thread pool started can hang
     procs = [ctx.Process(target=_ask, args=("tiny", str(log))) for _ in range(2)]
     for p in procs:
         p.start()
