@@ -104,9 +104,14 @@ def _print_card(card: dict) -> None:
             continue
         n = card.get(f"{key}_n", "")
         floor = " ".join(map(str, FLOORS_S[key])) if key in FLOORS_S else ""
-        shown = f"{value:.3f}" if isinstance(value, float) and value < 1e6 else str(value)
-        if isinstance(value, float) and value >= 1e6:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            shown = str(value)
+        elif key == "flops":
             shown = f"{value:.3g}"
+        elif isinstance(value, int):
+            shown = f"{value:,}"
+        else:
+            shown = f"{value:.3f}"
         table.add_row(key, shown, str(n), floor)
     out.print(table)
     missed = floor_failures(card, FLOORS_S)
