@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from assay.errors import AssayError
 from assay.world import Dialogue, Document, World, dialogues, documents, render_prompt
 from assay.world.chat import END
 
@@ -67,8 +68,6 @@ SOURCES = {
 
 def source_items(world: World, name: str) -> list:
     if name not in SOURCES:
-        from assay.errors import AssayError
-
         raise AssayError(f"unknown data source {name!r}: choose from {', '.join(SOURCES)}")
     return SOURCES[name](world)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from assay.world.dialogues import Dialogue
-from assay.world.relations import REFUSAL, RELATIONS
+from assay.world.relations import REFUSAL
 from assay.world.world import World
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
