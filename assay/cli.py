@@ -61,12 +61,48 @@ def _training_display():
 
             yield update
     else:
+        printed: dict[str, int] = {}
+
         def update(stage, p):
-            if p.step == p.steps or p.step % max(1, p.steps // 10) < 10:
+            tenth = 10 * p.step // p.steps  # one line per tenth of a stage
+            if printed.get(stage) != tenth:
+                printed[stage] = tenth
                 print(f"{stage}: step {p.step}/{p.steps} loss {p.loss:.3f} "
                       f"{p.tokens_per_second:,.0f} tok/s", flush=True)
 
         yield update
+
+
+@app.command("agenda")
+def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
+                                              help="A challenge, e.g. 3.6; all when omitted."),
+           as_json: bool = typer.Option(False, "--json")):
+    """The agenda map: the 18 challenges by group, or one challenge in full."""
+    from assay.agenda import GROUPS, challenge, challenges, to_dict
+
+    # Studies come from the study registry; until it exists no challenge is covered.
+    studies: dict[str, list[str]] = {}
+    chosen = [challenge(challenge_id)] if challenge_id else challenges()
+    rows = [{**to_dict(c), "group_name": GROUPS[c.group], "studies": studies.get(c.id, [])}
+            for c in chosen]
+    if as_json:
+        print(json.dumps(rows[0] if challenge_id else rows, indent=2))
+        return
+    if challenge_id:
+        c = rows[0]
+        out.print(f"[bold]{c['id']} {c['title']}[/]  ({c['group_name']})", highlight=False)
+        out.print(c["summary"], highlight=False)
+        out.print("\n[bold]Research directions[/] (assay's formulation):")
+        for d in c["directions"]:
+            out.print(f"  - {d}", highlight=False)
+        out.print(f"\n[bold]Studies[/]: {', '.join(c['studies']) or 'none yet'}")
+        return
+    table = Table("group", "id", "challenge", "studies")
+    for c in rows:
+        table.add_row(c["group_name"], c["id"], c["title"], ", ".join(c["studies"]) or "-")
+    out.print(table)
+    covered = sum(bool(c["studies"]) for c in rows)
+    out.print(f"coverage: {covered}/{len(rows)} challenges have a study")
 
 
 @organisms_app.command("list")

@@ -49,3 +49,17 @@ def test_card_json_of_the_cached_organism(assay_home, xs_organism):
 def test_usage_error_exits_2(tmp_path):
     r = _assay("organisms", "nonsense", home=str(tmp_path))
     assert r.returncode == 2
+
+
+def test_agenda_json_lists_the_18_challenges(tmp_path):
+    from assay.agenda import challenges
+
+    r = _assay("agenda", "--json", home=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [(c["id"], c["title"]) for c in rows] == [(c.id, c.title) for c in challenges()]
+    assert len(rows) == 18 and rows[-1]["title"] == "LLM Governance Is Lacking"
+    one = json.loads(_assay("agenda", "3.6", "--json", home=str(tmp_path)).stdout)
+    assert one["title"] == "Vulnerability to Poisoning and Backdoors Is Poorly Understood"
+    bad = _assay("agenda", "9.9", home=str(tmp_path))
+    assert bad.returncode == 2 and "choose one of 2.1" in bad.stderr

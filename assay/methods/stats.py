@@ -1,0 +1,295 @@
+"""Intervals and tests: the one place every study takes its uncertainty from.
+
+Rates get score intervals (`wilson`, the default) or exact ones (`exact`, Clopper-Pearson).
+Anything else gets a percentile bootstrap: `bootstrap` for independent values,
+`paired_bootstrap` when two systems were scored on the same items, `clustered_bootstrap`
+when values come in correlated groups (several samples per prompt, several prompts per
+document). `two_proportion_test` compares two rates.
+
+Every function returns an `Estimate` (or a `TestResult` holding one). Bootstraps draw from
+`numpy.random.default_rng(seed)`, so the same inputs and seed give identical intervals.
+A bootstrap `stat` is a numpy-style reduction: it is called as `stat(x, axis=-1)` on a
+(n_boot, n) matrix of resamples when it accepts `axis` (np.mean, np.median, np.std, ...),
+and once per resample otherwise (slower, same result).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Hashable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy import special
+from scipy.stats import beta as beta_dist
+
+from assay.errors import AssayError
+
+__all__ = [
+    "Estimate", "TestResult", "bootstrap", "clustered_bootstrap", "exact",
+    "paired_bootstrap", "rate", "two_proportion_test", "wilson",
+]
+
+Stat = Callable[..., float]
+RATE_METHODS = ("wilson", "exact")
+
+
+class Estimate(BaseModel):
+    """A point estimate with a two-sided confidence interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float     # the point estimate on the full data (k/n for rates)
+    ci_low: float    # lower end of the interval
+    ci_high: float   # upper end of the interval
+    n: int           # observations behind it (pairs for paired, all values for clustered)
+    method: str      # "wilson", "exact", "bootstrap-percentile", "bootstrap-paired", ...
+    level: float = 0.95  # two-sided confidence level of [ci_low, ci_high]
+
+    def __str__(self) -> str:
+        extra = "" if self.level == 0.95 else f", {self.level:.0%}"
+        return (f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
+                f"(n={self.n}, {self.method}{extra})")
+
+
+class TestResult(BaseModel):
+    """A hypothesis test: its statistic, two-sided p-value, and the effect with an interval."""
+
+    __test__ = False  # not a pytest test class, despite the name
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    statistic: float       # the test statistic (z for the two-proportion test)
+    p_value: float         # two-sided p-value under the null of no difference
+    method: str            # e.g. "two-proportion-z"
+    difference: Estimate   # the effect (rate1 - rate2) with its interval
+
+    def __str__(self) -> str:
+        return (f"{self.method}: stat={self.statistic:.3f}, p={self.p_value:.4g}, "
+                f"diff {self.difference}")
+
+
+# ---------------------------------------------------------------- rates
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> Estimate:
+    """Wilson score interval for a rate k/n (no continuity correction).
+
+    Good coverage even for small n and rates near 0 or 1, unlike the Wald interval.
+    """
+    k, n = _counts(k, n)
+    z = _z(level)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Estimate(value=p, ci_low=low, ci_high=high, n=n, method="wilson", level=level)
+
+
+def exact(k: int, n: int, level: float = 0.95) -> Estimate:
+    """Clopper-Pearson interval for a rate k/n: guaranteed coverage, somewhat conservative."""
+    k, n = _counts(k, n)
+    alpha = 1 - _level(level)
+    low = 0.0 if k == 0 else float(beta_dist.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta_dist.ppf(1 - alpha / 2, k + 1, n - k))
+    return Estimate(value=k / n, ci_low=low, ci_high=high, n=n, method="exact", level=level)
+
+
+def rate(hits: Sequence[bool], method: str = "wilson", level: float = 0.95) -> Estimate:
+    """The rate of True in `hits` with a `wilson` or `exact` interval."""
+    if method not in RATE_METHODS:
+        raise AssayError(f"unknown rate method {method!r}: use one of {', '.join(RATE_METHODS)}")
+    arr = np.asarray(hits)
+    if arr.ndim != 1 or arr.size == 0:
+        raise AssayError(f"rate needs a non-empty 1-D sequence of bools, got shape {arr.shape}: "
+                         "pass one True/False per trial")
+    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+        raise AssayError("rate needs bools (or 0/1), got other values: "
+                         "threshold scores into hits first, or use bootstrap for a mean")
+    k = int(np.count_nonzero(arr))
+    return (wilson if method == "wilson" else exact)(k, int(arr.size), level)
+
+
+def two_proportion_test(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> TestResult:
+    """Pooled two-proportion z-test of k1/n1 against k2/n2.
+
+    The p-value is two-sided, from z = (p1 - p2) / sqrt(p(1-p)(1/n1 + 1/n2)) with p the pooled
+    rate (equal to a 2x2 chi-square test without continuity correction). The difference
+    p1 - p2 carries a Newcombe hybrid score interval (Newcombe 1998, method 10), built from
+    the two Wilson intervals: it stays inside [-1, 1] and keeps its coverage near 0 and 1,
+    where the Wald interval collapses. When both rates are 0 or both are 1, z = 0 and p = 1.
+    """
+    k1, n1 = _counts(k1, n1)
+    k2, n2 = _counts(k2, n2)
+    w1, w2 = wilson(k1, n1, level), wilson(k2, n2, level)
+    p1, p2 = w1.value, w2.value
+    d = p1 - p2
+    low = d - math.sqrt((p1 - w1.ci_low) ** 2 + (w2.ci_high - p2) ** 2)
+    high = d + math.sqrt((w1.ci_high - p1) ** 2 + (p2 - w2.ci_low) ** 2)
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = 0.0 if se == 0 else d / se
+    p_value = float(math.erfc(abs(z) / math.sqrt(2)))
+    diff = Estimate(value=d, ci_low=max(-1.0, low), ci_high=min(1.0, high), n=n1 + n2,
+                    method="newcombe", level=level)
+    return TestResult(statistic=z, p_value=p_value, method="two-proportion-z", difference=diff)
+
+
+# ---------------------------------------------------------------- bootstraps
+
+
+def bootstrap(values: Sequence[float], stat: Stat = np.mean, n_boot: int = 2000,
+              level: float = 0.95, seed: int | None = 0) -> Estimate:
+    """Percentile bootstrap interval for stat(values), resampling values independently."""
+    x = _values(values, "values")
+    _level(level)
+    n_boot = _n_boot(n_boot)
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))  # (B, n)
+    boots = _apply(stat, x[idx])
+    return _percentile(_point(stat, x), boots, x.size, "bootstrap-percentile", level)
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], stat: Stat = np.mean,
+                     n_boot: int = 2000, level: float = 0.95, seed: int | None = 0) -> Estimate:
+    """Percentile bootstrap interval for stat(a) - stat(b), with a[i] and b[i] resampled together.
+
+    Use it when both systems were scored on the same items: item difficulty cancels, so a
+    small consistent difference shows up that two separate intervals would hide.
+    """
+    xa, xb = _values(a, "a"), _values(b, "b")
+    if xa.size != xb.size:
+        raise AssayError(f"paired_bootstrap needs a and b of equal length, got {xa.size} and "
+                         f"{xb.size}: pair each item's two scores, or use bootstrap on each")
+    _level(level)
+    n_boot = _n_boot(n_boot)
+    idx = np.random.default_rng(seed).integers(0, xa.size, size=(n_boot, xa.size))  # (B, n)
+    boots = _apply(stat, xa[idx]) - _apply(stat, xb[idx])
+    return _percentile(_point(stat, xa) - _point(stat, xb), boots, xa.size, "bootstrap-paired",
+                       level)
+
+
+def clustered_bootstrap(values: Sequence[float], clusters: Sequence[Hashable],
+                        stat: Stat = np.mean, n_boot: int = 2000, level: float = 0.95,
+                        seed: int | None = 0) -> Estimate:
+    """Percentile bootstrap interval for stat(values), resampling whole clusters.
+
+    `clusters[i]` is any hashable key naming the group of `values[i]` (a prompt id, a
+    document, a seed). Each resample draws as many clusters as there are, with replacement,
+    and keeps all their values, so correlation within a cluster widens the interval as it
+    should. `n` in the result counts values; at least two clusters are needed.
+    """
+    x = _values(values, "values")
+    keys = list(clusters)
+    if len(keys) != x.size:
+        raise AssayError(f"clustered_bootstrap needs one cluster key per value, got {len(keys)} "
+                         f"keys for {x.size} values: pass clusters aligned with values")
+    _level(level)
+    n_boot = _n_boot(n_boot)
+    codes: dict[Hashable, int] = {}
+    try:
+        labels = np.fromiter((codes.setdefault(key, len(codes)) for key in keys), int, x.size)
+    except TypeError as e:
+        raise AssayError(f"clustered_bootstrap needs hashable cluster keys ({e}): "
+                         "use ids, strings or tuples") from None
+    g = len(codes)
+    if g < 2:
+        raise AssayError("clustered_bootstrap needs at least 2 clusters, got 1: with one "
+                         "cluster there is nothing to resample; use bootstrap instead")
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=g)
+    members = np.split(order, np.cumsum(sizes)[:-1])  # value indices of each cluster
+    picks = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))  # (B, G)
+    if (sizes == sizes[0]).all():
+        idx = np.stack(members)[picks].reshape(n_boot, -1)  # (B, G*m)
+        boots = _apply(stat, x[idx])
+    elif stat is np.mean:
+        counts = np.bincount((picks + g * np.arange(n_boot)[:, None]).ravel(),
+                             minlength=n_boot * g).reshape(n_boot, g)  # (B, G) draws per cluster
+        sums = np.bincount(labels, weights=x, minlength=g)
+        boots = (counts @ sums) / (counts @ sizes)
+    else:
+        boots = np.array([_point(stat, x[np.concatenate([members[c] for c in row])])
+                          for row in picks])
+    return _percentile(_point(stat, x), boots, x.size, "bootstrap-clustered", level)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _counts(k: int, n: int) -> tuple[int, int]:
+    try:
+        k, n = operator.index(k), operator.index(n)
+    except TypeError:
+        raise AssayError(f"counts must be integers, got k={k!r}, n={n!r}: pass whole numbers of "
+                         "successes and trials") from None
+    if n <= 0:
+        raise AssayError(f"need at least one trial, got n={n}: a rate of nothing has no interval")
+    if not 0 <= k <= n:
+        raise AssayError(f"successes k={k} must lie in 0..n={n}: check that k counts successes "
+                         "among the n trials")
+    return k, n
+
+
+def _level(level: float) -> float:
+    if not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise AssayError(f"confidence level must be strictly between 0 and 1, got {level!r}: "
+                         "use e.g. 0.95 for a 95% interval")
+    return float(level)
+
+
+def _z(level: float) -> float:
+    return float(special.ndtri(1 - (1 - _level(level)) / 2))
+
+
+def _n_boot(n_boot: int) -> int:
+    try:
+        count = operator.index(n_boot)
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise AssayError(f"n_boot must be a positive integer, got {n_boot!r}: 2000 is usual")
+    return count
+
+
+def _values(values: Sequence[float], name: str) -> np.ndarray:
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise AssayError(f"{name} must be numbers, got {type(values).__name__}: "
+                         "pass a 1-D sequence of floats") from None
+    if x.ndim != 1 or x.size == 0:
+        raise AssayError(f"{name} must be a non-empty 1-D sequence, got shape {x.shape}: "
+                         "pass one number per item")
+    if not np.isfinite(x).all():
+        raise AssayError(f"{name} contains NaN or inf at {int((~np.isfinite(x)).sum())} "
+                         "positions: drop or impute them before computing an interval")
+    return x
+
+
+def _point(stat: Stat, x: np.ndarray) -> float:
+    out = np.asarray(stat(x))
+    if out.size != 1:
+        raise AssayError(f"stat must reduce a 1-D array to one number, got shape {out.shape}: "
+                         "pass a reduction such as np.mean or np.median")
+    return float(out.reshape(()))
+
+
+def _apply(stat: Stat, samples: np.ndarray) -> np.ndarray:
+    """stat over each row of a (B, n) matrix: vectorised when stat takes `axis`."""
+    try:
+        out = np.asarray(stat(samples, axis=-1), dtype=float)
+    except TypeError:  # stat has no `axis`: one call per resample
+        return np.array([_point(stat, row) for row in samples])
+    if out.shape != samples.shape[:1]:
+        raise AssayError(f"stat(x, axis=-1) returned shape {out.shape} for {samples.shape[0]} "
+                         "resamples: pass a reduction that gives one number per row")
+    return out
+
+
+def _percentile(value: float, boots: np.ndarray, n: int, method: str, level: float) -> Estimate:
+    alpha = 1 - level
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return Estimate(value=value, ci_low=float(low), ci_high=float(high), n=n, method=method,
+                    level=level)

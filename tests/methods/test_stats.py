@@ -1,0 +1,231 @@
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from scipy.stats import binomtest, chi2_contingency
+
+from assay.errors import AssayError
+from assay.methods import stats
+from assay.methods.stats import (
+    Estimate,
+    bootstrap,
+    clustered_bootstrap,
+    exact,
+    paired_bootstrap,
+    rate,
+    two_proportion_test,
+    wilson,
+)
+
+Z95 = 1.959963984540054  # standard normal 0.975 quantile
+
+
+def _wilson_by_hand(k, n, z=Z95):
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return centre - half, centre + half
+
+
+def test_public_api_is_listed():
+    assert set(stats.__all__) >= {
+        "Estimate", "TestResult", "wilson", "exact", "rate", "bootstrap", "paired_bootstrap",
+        "clustered_bootstrap", "two_proportion_test",
+    }
+    assert all(hasattr(stats, name) for name in stats.__all__)
+
+
+def test_estimate_is_frozen_and_prints_compactly():
+    e = Estimate(value=0.8125, ci_low=0.7712, ci_high=0.8481, n=400, method="wilson")
+    assert str(e) == "0.812 [0.771, 0.848] (n=400, wilson)"
+    assert e.level == 0.95
+    with pytest.raises(ValidationError):
+        e.value = 0.5
+
+
+def test_wilson_half_matches_formula_and_reference():
+    e = wilson(5, 10)
+    low, high = _wilson_by_hand(5, 10)
+    assert e.value == 0.5 and e.n == 10 and e.method == "wilson"
+    assert e.ci_low == pytest.approx(low, abs=1e-12)
+    assert e.ci_high == pytest.approx(high, abs=1e-12)
+    assert (e.ci_low, e.ci_high) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # published value
+
+
+def test_wilson_zero_successes():
+    e = wilson(0, 10)
+    assert e.value == 0.0 and e.ci_low == 0.0
+    assert e.ci_high == pytest.approx(Z95**2 / (10 + Z95**2), abs=1e-12)  # closed form at k=0
+    assert e.ci_high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10).ci_high == 1.0
+    assert wilson(10, 10).ci_low == pytest.approx(1 - e.ci_high, abs=1e-12)  # symmetry
+
+
+def test_wilson_level_changes_width():
+    w90, w95, w99 = (wilson(30, 100, level) for level in (0.90, 0.95, 0.99))
+    widths = [e.ci_high - e.ci_low for e in (w90, w95, w99)]
+    assert widths[0] < widths[1] < widths[2]
+    assert str(w90).endswith("(n=100, wilson, 90%)")
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (5, 10), (10, 10), (7, 40), (0, 1), (1, 1)])
+@pytest.mark.parametrize("level", [0.9, 0.95])
+def test_exact_matches_scipy_binomtest(k, n, level):
+    ref = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    e = exact(k, n, level)
+    assert e.method == "exact" and e.value == k / n
+    assert e.ci_low == pytest.approx(ref.low, abs=1e-10)
+    assert e.ci_high == pytest.approx(ref.high, abs=1e-10)
+
+
+def test_wilson_coverage_near_nominal():
+    p, n, draws = 0.3, 50, 2000
+    ks = np.random.default_rng(0).binomial(n, p, size=draws)
+    intervals = {k: wilson(int(k), n) for k in np.unique(ks)}
+    covered = np.mean([intervals[k].ci_low <= p <= intervals[k].ci_high for k in ks])
+    assert 0.92 <= covered <= 0.98
+
+
+def test_exact_is_wider_than_wilson():
+    for k in (1, 5, 12):
+        w, e = wilson(k, 40), exact(k, 40)
+        assert e.ci_high - e.ci_low > w.ci_high - w.ci_low
+
+
+def test_rate_counts_hits():
+    hits = [True] * 30 + [False] * 70
+    assert rate(hits) == wilson(30, 100)
+    assert rate(np.array(hits), method="exact") == exact(30, 100)
+    assert rate([1, 0, 0, 1]) == wilson(2, 4)
+
+
+def test_bootstrap_same_seed_identical_different_seed_differs():
+    x = np.random.default_rng(1).normal(size=300)
+    a, b = bootstrap(x, seed=7), bootstrap(x, seed=7)
+    c = bootstrap(x, seed=8)
+    assert a == b
+    assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
+    assert a.value == c.value == pytest.approx(x.mean())
+    assert a.method == "bootstrap-percentile" and a.n == 300
+
+
+def test_bootstrap_mean_interval_matches_normal_theory():
+    x = np.random.default_rng(2).normal(loc=1.0, scale=2.0, size=1000)
+    e = bootstrap(x)
+    se = x.std(ddof=1) / math.sqrt(x.size)
+    assert e.ci_low < x.mean() < e.ci_high
+    assert e.ci_low == pytest.approx(x.mean() - Z95 * se, abs=0.15 * se)
+    assert e.ci_high == pytest.approx(x.mean() + Z95 * se, abs=0.15 * se)
+
+
+def test_bootstrap_stat_without_axis_matches_vectorised():
+    x = np.random.default_rng(3).exponential(size=200)
+    fast = bootstrap(x, stat=np.median, n_boot=500)
+    slow = bootstrap(x, stat=lambda v: float(np.median(v)), n_boot=500)
+    assert fast == slow.model_copy(update={"method": fast.method})
+
+
+def test_clustered_interval_wider_on_correlated_data():
+    rng = np.random.default_rng(4)
+    n_clusters, per = 20, 50
+    effects = rng.normal(scale=1.0, size=n_clusters)
+    clusters = [f"prompt-{c}" for c in np.repeat(np.arange(n_clusters), per)]
+    x = np.repeat(effects, per) + rng.normal(scale=0.1, size=n_clusters * per)
+    naive = bootstrap(x)
+    clustered = clustered_bootstrap(x, clusters)
+    assert clustered.method == "bootstrap-clustered" and clustered.n == x.size
+    assert clustered.value == pytest.approx(naive.value)
+    ratio = (clustered.ci_high - clustered.ci_low) / (naive.ci_high - naive.ci_low)
+    assert ratio > 1.5
+    assert clustered_bootstrap(x, clusters, seed=3) == clustered_bootstrap(x, clusters, seed=3)
+
+
+def test_clustered_unequal_sizes_mean_path_matches_generic_path():
+    rng = np.random.default_rng(5)
+    clusters = rng.integers(0, 15, size=400)  # unequal cluster sizes
+    x = rng.normal(size=400) + clusters * 0.1
+    fast = clustered_bootstrap(x, clusters, n_boot=300, seed=1)
+    slow = clustered_bootstrap(x, clusters, stat=lambda v: float(np.mean(v)), n_boot=300, seed=1)
+    assert fast.ci_low == pytest.approx(slow.ci_low, abs=1e-12)
+    assert fast.ci_high == pytest.approx(slow.ci_high, abs=1e-12)
+
+
+def test_clustered_with_singleton_clusters_is_like_plain_bootstrap():
+    x = np.random.default_rng(6).normal(size=500)
+    plain, clustered = bootstrap(x), clustered_bootstrap(x, range(500))
+    width = plain.ci_high - plain.ci_low
+    assert clustered.ci_high - clustered.ci_low == pytest.approx(width, rel=0.15)
+
+
+def test_paired_bootstrap_sees_what_separate_intervals_miss():
+    # 500 items; system B solves A's items plus 20 more and loses 5: +3 points, consistent.
+    rng = np.random.default_rng(7)
+    a = rng.random(500) < 0.6
+    b = a.copy()
+    b[rng.choice(np.flatnonzero(~a), 20, replace=False)] = True
+    b[rng.choice(np.flatnonzero(a), 5, replace=False)] = False
+    a, b = a.astype(float), b.astype(float)
+    paired = paired_bootstrap(b, a)
+    assert paired.method == "bootstrap-paired" and paired.n == 500
+    assert paired.value == pytest.approx(0.03)
+    assert paired.ci_low > 0  # excludes 0
+    ea, eb = bootstrap(a), bootstrap(b)
+    assert eb.ci_low < ea.ci_high  # separate intervals overlap
+    assert paired.ci_high - paired.ci_low < 0.5 * (eb.ci_high - eb.ci_low)
+
+
+def test_two_proportion_test_matches_hand_computed_z():
+    res = two_proportion_test(45, 100, 30, 100)
+    pooled = 75 / 200
+    z = 0.15 / math.sqrt(pooled * (1 - pooled) * (1 / 100 + 1 / 100))
+    assert res.statistic == pytest.approx(z, rel=1e-12)
+    assert res.statistic == pytest.approx(2.1909, abs=1e-4)
+    assert res.p_value == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-12)
+    chi2 = chi2_contingency([[45, 55], [30, 70]], correction=False)
+    assert res.p_value == pytest.approx(chi2.pvalue, rel=1e-9)
+    assert res.difference.value == pytest.approx(0.15)
+    assert res.difference.ci_low < 0.15 < res.difference.ci_high
+
+
+def test_two_proportion_newcombe_interval_matches_published_example():
+    # Newcombe (1998), Stat Med 17:873, example (a): 56/70 vs 48/80, method 10.
+    diff = two_proportion_test(56, 70, 48, 80).difference
+    assert diff.method == "newcombe" and diff.n == 150
+    assert (diff.ci_low, diff.ci_high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+
+
+def test_two_proportion_equal_rates_is_not_significant():
+    res = two_proportion_test(30, 100, 30, 100)
+    assert res.statistic == 0.0 and res.p_value == pytest.approx(1.0)
+    assert two_proportion_test(0, 50, 0, 80).p_value == 1.0  # degenerate pooled rate
+    rng = np.random.default_rng(8)
+    ps = np.array([two_proportion_test(int(k1), 200, int(k2), 200).p_value
+                   for k1, k2 in rng.binomial(200, 0.4, size=(500, 2))])
+    assert 0.02 <= np.mean(ps < 0.05) <= 0.09  # false positives near the nominal 5%
+    assert 0.4 <= np.mean(ps) <= 0.6  # p-values roughly uniform under the null
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: wilson(3, 0), "at least one trial"),
+    (lambda: wilson(11, 10), "must lie in 0..n"),
+    (lambda: exact(-1, 10), "must lie in 0..n"),
+    (lambda: wilson(2.5, 10), "must be integers"),
+    (lambda: wilson(3, 10, level=1.0), "strictly between 0 and 1"),
+    (lambda: exact(3, 10, level=0), "strictly between 0 and 1"),
+    (lambda: bootstrap([1.0, 2.0], level=95), "strictly between 0 and 1"),
+    (lambda: bootstrap([]), "non-empty"),
+    (lambda: bootstrap([1.0, float("nan")]), "NaN"),
+    (lambda: bootstrap([1.0, 2.0], n_boot=0), "n_boot"),
+    (lambda: bootstrap([1.0, 2.0], stat=lambda v, axis=None: np.asarray(v)), "one number"),
+    (lambda: rate([]), "non-empty"),
+    (lambda: rate([True, False], method="wald"), "unknown rate method"),
+    (lambda: paired_bootstrap([1.0, 2.0], [1.0]), "equal length"),
+    (lambda: clustered_bootstrap([1.0, 2.0], ["a"]), "one cluster key per value"),
+    (lambda: clustered_bootstrap([1.0, 2.0], ["a", "a"]), "at least 2 clusters"),
+    (lambda: clustered_bootstrap([1.0, 2.0], [[1], [2]]), "hashable"),
+    (lambda: two_proportion_test(5, 10, 3, 0), "at least one trial"),
+])
+def test_bad_inputs_raise_assay_error(call, match):
+    with pytest.raises(AssayError, match=match):
+        call()
