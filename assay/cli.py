@@ -79,11 +79,11 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
            as_json: bool = typer.Option(False, "--json")):
     """The agenda map: the 18 challenges by group, or one challenge in full."""
     from assay.agenda import GROUPS, challenge, challenges, to_dict
+    from assay.studies import discover, studies_for
 
-    # Studies come from the study registry; until it exists no challenge is covered.
-    studies: dict[str, list[str]] = {}
+    discover()  # the studies of each challenge come from the registry, never by hand
     chosen = [challenge(challenge_id)] if challenge_id else challenges()
-    rows = [{**to_dict(c), "group_name": GROUPS[c.group], "studies": studies.get(c.id, [])}
+    rows = [{**to_dict(c), "group_name": GROUPS[c.group], "studies": studies_for(c.id)}
             for c in chosen]
     if as_json:
         print(json.dumps(rows[0] if challenge_id else rows, indent=2))
@@ -103,6 +103,29 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
     out.print(table)
     covered = sum(bool(c["studies"]) for c in rows)
     out.print(f"coverage: {covered}/{len(rows)} challenges have a study")
+
+
+@app.command("studies")
+def studies_cmd(as_json: bool = typer.Option(False, "--json")):
+    """The registered studies: id, agenda references, claim and needs."""
+    from dataclasses import asdict
+
+    from assay.studies import discover, studies
+
+    discover()
+    rows = [{"id": s.id, "agenda": list(s.agenda), "title": s.title, "claim": s.claim,
+             "needs": asdict(s.needs)} for s in studies()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out.print("no studies registered yet")
+        return
+    table = Table("study", "agenda", "claim", "needs")
+    for r in rows:
+        needs = ", ".join(k for k, v in r["needs"].items() if v) or "-"
+        table.add_row(r["id"], " ".join(r["agenda"]), r["title"], needs)
+    out.print(table)
 
 
 @organisms_app.command("list")

@@ -1,0 +1,263 @@
+"""What every study is made of: its needs, its config, its result and the provenance of it.
+
+A study declares what it `Needs` of a model, a `StudyConfig` subclass whose field defaults are
+the ``quick`` profile and whose ``FULL`` dict overrides them for the ``full`` profile, and
+returns a `Result`: metrics with intervals, tables, figure files, a `Verdict` stated against
+the claim, an optional negative `Control`, and the `Provenance` the runner attaches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from assay.errors import AssayError
+from assay.methods.stats import Estimate
+
+__all__ = [
+    "PROFILES", "Control", "Needs", "Provenance", "Result", "StudyConfig", "Verdict",
+    "collect_provenance", "git_revision", "hardware", "package_versions",
+]
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("quick", "full")
+PACKAGES = ("assay", "torch", "transformers", "numpy")
+
+# ---------------------------------------------------------------- needs
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a study needs of the model it runs on.
+
+    ``white_box`` and ``trainable`` are checked for now as "the LM wraps a local torch model",
+    which every LM that `assay.models.load` returns does; black-box ``api:`` models, once they
+    exist, will be refused here.
+    """
+
+    white_box: bool = True   # reads activations, gradients or logits
+    trainable: bool = False  # finetunes the model's weights
+    chat: bool = True        # prompts the model in its chat format
+
+    def check(self, lm: Any, spec: str, study: str = "") -> None:
+        """Raise AssayError if the model ``lm`` (loaded from ``spec``) lacks what is needed."""
+        who = f"study '{study}'" if study else "this study"
+        if self.white_box or self.trainable:
+            import torch
+
+            model = getattr(lm, "model", None)
+            if not isinstance(model, torch.nn.Module):
+                what = "trainable" if self.trainable else "white-box"
+                raise AssayError(f"{who} needs a {what} model, but {spec} is not a local torch "
+                                 "model: use an organism:NAME or hf:PATH_OR_ID model")
+            if self.trainable and not any(True for _ in model.parameters()):
+                raise AssayError(f"{who} needs a trainable model, but {spec} has no parameters: "
+                                 "use an organism:NAME or hf:PATH_OR_ID model")
+        if self.chat and not getattr(getattr(lm, "tokenizer", None), "chat_template", None):
+            raise AssayError(f"{who} needs a chat model, but {spec}'s tokenizer has no chat "
+                             "template: use an organism or a chat-tuned hf: model")
+
+
+# ---------------------------------------------------------------- config
+
+
+class StudyConfig(BaseModel):
+    """Base of every study's Config: field defaults are the quick profile, FULL the full one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    FULL: ClassVar[dict[str, Any]] = {}  # field -> value overrides for the full profile
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        unknown = sorted(set(cls.FULL) - set(cls.model_fields))
+        if unknown:
+            raise AssayError(f"{cls.__qualname__}.FULL sets unknown key(s) {', '.join(unknown)}: "
+                             f"valid keys are {', '.join(cls.model_fields) or '(none)'}")
+
+    @classmethod
+    def make(cls, profile: str = "quick", sets: Mapping[str, str] | None = None, *,
+             study: str | None = None) -> Self:
+        """The config of ``profile`` with ``--set key=value`` strings applied on top.
+
+        ``study`` names the study in error messages (default: the Config class name).
+        """
+        name = study or cls.__qualname__
+        if profile not in PROFILES:
+            raise AssayError(f"unknown profile {profile!r} for study {name}: "
+                             f"choose one of {', '.join(PROFILES)}")
+        values: dict[str, Any] = dict(cls.FULL) if profile == "full" else {}
+        fields = cls.model_fields
+        for key, raw in (sets or {}).items():
+            if key not in fields:
+                valid = ", ".join(fields) or "(none)"
+                raise AssayError(f"unknown config key {key!r} for study {name}: valid keys are {valid}")
+            values[key] = _parse(fields[key].annotation, key, raw, name)
+        try:
+            return cls(**values)
+        except ValidationError as err:  # a cross-field validator, or a bad FULL value
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "config"
+            raise AssayError(f"invalid config for study {name}: {where}: {first['msg']}") from None
+
+    def digest(self) -> str:
+        """A stable content hash (16 hex digits) of this config's canonical JSON."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _parse(annotation: Any, key: str, raw: str, study: str) -> Any:
+    """``raw`` validated into the field's type; JSON text for lists, dicts and the like."""
+    adapter = TypeAdapter(annotation)
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError:
+        pass
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError:
+        raise AssayError(f"bad value {raw!r} for config key {key!r} of study {study}: "
+                         f"expected {_type_name(annotation)}") from None
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+# ---------------------------------------------------------------- results
+
+
+class Verdict(BaseModel):
+    """The outcome, stated against the claim, with the test that decided it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["supported", "not supported", "inconclusive"]
+    test: str       # what decided it, e.g. "ASR CI lower bound > 0.5"
+    statement: str  # one sentence against the claim, with the numbers
+
+
+class Control(BaseModel):
+    """A negative control: the same measurement where the effect should be absent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    verdict: Verdict                # did the control behave as a control should
+    metrics: dict[str, Estimate]    # the control's measurements
+
+
+class Provenance(BaseModel):
+    """Everything needed to say where a result came from and to rerun it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config: dict[str, Any]     # the study config, as JSON
+    seed: int
+    profile: str               # quick or full
+    model: str                 # the model spec the study ran on
+    organisms: dict[str, str]  # organism name -> recipe hash, for every organism used
+    packages: dict[str, str]   # package -> version ("not installed" when missing)
+    git_revision: str          # commit of the working tree, "-dirty" if changed, or "unknown"
+    hardware: dict[str, Any]   # platform, python, cpus, torch threads, cuda device
+    wall_seconds: float
+    flops: float | None = None  # compute spent, where the study counts it
+
+
+class Result(BaseModel):
+    """What a study's run() returns; round-trips through model_dump_json/model_validate_json."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metrics: dict[str, Estimate]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    figures: list[str] = []  # file names inside the unit's artifact folder
+    verdict: Verdict
+    control: Control | None  # None only where the study has no negative control
+    provenance: Provenance | None = None  # attached by the runner
+    notes: list[str] = []
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names``; "not installed" for those missing."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision(path: str | Path | None = None) -> str:
+    """The commit of the git work tree holding ``path`` (default: assay's own source).
+
+    Adds "-dirty" when ``git status --porcelain`` lists changes; "unknown" when git is
+    missing, the folder is not a repository, or anything else fails. Never raises.
+    """
+    folder = Path(path) if path is not None else Path(__file__).resolve().parents[2]
+    try:
+        head = _git(folder, "rev-parse", "HEAD")
+        if not head:
+            return "unknown"
+        return head + ("-dirty" if _git(folder, "status", "--porcelain") else "")
+    except Exception:  # provenance must never break a run
+        return "unknown"
+
+
+def _git(folder: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                          timeout=20, check=True)
+    return done.stdout.strip()
+
+
+def hardware() -> dict[str, Any]:
+    """Platform, python version, cpu count, torch threads and the CUDA device (or None)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "python": sys.version.split()[0],
+                            "cpus": os.cpu_count(), "torch_threads": None, "cuda_device": None}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+    except Exception as err:  # provenance must never break a run
+        log.debug("no torch hardware info: %s", err)
+    return info
+
+
+def collect_provenance(
+    config: StudyConfig | Mapping[str, Any],
+    *,
+    seed: int,
+    profile: str,
+    model: str,
+    organisms: Mapping[str, str] | None = None,
+    wall_seconds: float = 0.0,
+    flops: float | None = None,
+) -> Provenance:
+    """The provenance of one run: the given facts plus packages, git revision and hardware."""
+    body = config.model_dump(mode="json") if isinstance(config, StudyConfig) else dict(config)
+    return Provenance(config=body, seed=seed, profile=profile, model=model,
+                      organisms=dict(organisms or {}), packages=package_versions(),
+                      git_revision=git_revision(), hardware=hardware(),
+                      wall_seconds=wall_seconds, flops=flops)

@@ -1,0 +1,99 @@
+"""What a study's run() receives besides its config: seed, models, worlds, artifact folder.
+
+Models and worlds load lazily and once per context; every organism used is recorded with its
+recipe hash so the runner can put it in the provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from assay.errors import AssayError
+
+if TYPE_CHECKING:
+    from assay.models import LM
+    from assay.world import World
+
+__all__ = ["Context"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float], None]  # (message, fraction done in [0, 1])
+
+
+class Context:
+    """One unit's environment: ``Context(seed, artifacts, model="organism:s", progress=None)``."""
+
+    def __init__(self, seed: int, artifacts: str | Path, model: str = "organism:s",
+                 progress: ProgressFn | None = None) -> None:
+        self.seed = int(seed)
+        self.artifacts = Path(artifacts)
+        self.model = model
+        self.progress = progress
+        self.rng: np.random.Generator = np.random.default_rng(self.seed)
+        self.organisms: dict[str, str] = {}  # organism name -> recipe hash, for provenance
+        self._lms: dict[str, LM] = {}
+        self._worlds: dict[str, World] = {}
+
+    def __repr__(self) -> str:
+        return f"Context(seed={self.seed}, model={self.model!r}, artifacts='{self.artifacts}')"
+
+    def torch_seed(self) -> int:
+        """Seed torch (CPU and CUDA) with this context's seed; returns the seed."""
+        import torch
+
+        torch.manual_seed(self.seed)
+        return self.seed
+
+    def world(self, name: str = "s") -> World:
+        """The synthetic world of organism recipe ``name`` (built once per context)."""
+        if name not in self._worlds:
+            from assay.training.recipes import get_recipe
+            from assay.world import World
+
+            self._worlds[name] = World(get_recipe(name).world)
+        return self._worlds[name]
+
+    def organism(self, name: str) -> LM:
+        """Organism ``name`` (``s``, ``xs``, ``s@pretrain``), trained on demand, loaded once."""
+        spec = f"organism:{name}"
+        if spec not in self._lms:
+            from assay.models import load
+            from assay.training.organisms import parse_name
+
+            recipe, index = parse_name(name)
+            self._lms[spec] = load(spec)
+            self.organisms[name] = recipe.prefix(index).hash
+        return self._lms[spec]
+
+    def lm(self) -> LM:
+        """The model this unit runs on (``self.model``), loaded once."""
+        scheme, _, rest = self.model.partition(":")
+        if scheme == "organism" and rest:
+            return self.organism(rest)
+        if self.model not in self._lms:
+            from assay.models import load
+
+            self._lms[self.model] = load(self.model)
+        return self._lms[self.model]
+
+    def artifact(self, name: str) -> Path:
+        """A path for file ``name`` inside this unit's artifact folder (created if missing)."""
+        seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+        if not name or name in (".", "..") or ".." in name or any(s in name for s in seps):
+            raise AssayError(f"bad artifact name {name!r}: give a plain file name such as "
+                             "'curve.png', without path separators or '..'")
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        return self.artifacts / name
+
+    def report(self, message: str, fraction: float) -> None:
+        """Tell the runner how far the study has got; fraction in [0, 1]."""
+        log.debug("%s (%.0f%%)", message, 100 * fraction)
+        if self.progress is not None:
+            self.progress(message, min(1.0, max(0.0, float(fraction))))

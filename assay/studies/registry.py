@@ -1,0 +1,125 @@
+"""The study registry: ``@study(...)`` registers a run function; `discover` imports them all.
+
+Registration is the only thing a study module does when imported. The decorator reads the
+Config class from the annotation of ``run``'s first parameter, and the title and claim from
+the module docstring (first paragraph: title; the rest: the claim).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from assay.agenda import challenge
+from assay.errors import AssayError
+from assay.studies.base import Needs, Result, StudyConfig
+
+__all__ = ["StudySpec", "discover", "get_study", "studies", "studies_for", "study"]
+
+RunFn = Callable[..., Result]
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_NOT_STUDIES = frozenset({"base", "registry", "context"})
+
+_REGISTRY: dict[str, StudySpec] = {}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    id: str                   # e.g. "backdoor-persistence"
+    agenda: tuple[str, ...]   # challenge ids it addresses, e.g. ("3.6",)
+    needs: Needs              # what it needs of the model
+    config: type[StudyConfig]  # its Config class
+    run: RunFn                # run(cfg, ctx) -> Result
+    title: str                # first paragraph of the module docstring
+    claim: str                # the rest of the module docstring
+    module: str               # the defining module's name
+
+    def make_config(self, profile: str = "quick", sets=None) -> StudyConfig:
+        """The study's config for ``profile`` with ``--set`` strings applied."""
+        return self.config.make(profile, sets, study=self.id)
+
+
+def study(id: str, agenda: list[str], needs: Needs = Needs()) -> Callable[[RunFn], RunFn]:
+    """Register ``run(cfg: Config, ctx: Context) -> Result`` as study ``id``."""
+    if not isinstance(id, str) or not _ID.match(id):
+        raise AssayError(f"bad study id {id!r}: use lower-case letters, digits and dashes, "
+                         "e.g. 'backdoor-persistence'")
+    if isinstance(agenda, str) or not agenda:
+        raise AssayError(f"study '{id}' needs a non-empty list of agenda ids, e.g. agenda=['3.6']")
+    ids = tuple(dict.fromkeys(challenge(a).id for a in agenda))  # unknown ids raise here
+
+    def register(run: RunFn) -> RunFn:
+        if id in _REGISTRY:
+            raise AssayError(f"duplicate study id '{id}': already registered by "
+                             f"{_REGISTRY[id].module}; give this study another id")
+        config = _config_class(id, run)
+        title, claim = _claim(id, run.__module__)
+        _REGISTRY[id] = StudySpec(id=id, agenda=ids, needs=needs, config=config, run=run,
+                                  title=title, claim=claim, module=run.__module__)
+        return run
+
+    return register
+
+
+def _config_class(id: str, run: RunFn) -> type[StudyConfig]:
+    params = list(inspect.signature(run).parameters)
+    if len(params) != 2:
+        raise AssayError(f"study '{id}': run must take (cfg, ctx), got ({', '.join(params)})")
+    try:
+        hints = typing.get_type_hints(run)
+    except Exception as err:
+        raise AssayError(f"study '{id}': cannot resolve the type annotations of run ({err}); "
+                         "define the Config class at module level") from None
+    config = hints.get(params[0])
+    if not (isinstance(config, type) and issubclass(config, StudyConfig)):
+        raise AssayError(f"study '{id}': annotate run's first parameter with the study's Config, "
+                         f"a StudyConfig subclass (got {config!r})")
+    return config
+
+
+def _claim(id: str, module: str) -> tuple[str, str]:
+    doc = inspect.cleandoc(getattr(sys.modules.get(module), "__doc__", None) or "")
+    title, _, claim = doc.partition("\n\n")
+    title, claim = " ".join(title.split()), claim.strip()
+    if not title or not claim:
+        raise AssayError(f"study '{id}': module {module} needs a docstring with a title "
+                         "paragraph, a blank line, then the claim")
+    return title, claim
+
+
+def get_study(id: str) -> StudySpec:
+    """The registered study ``id``; an unknown id raises AssayError listing the valid ones."""
+    found = _REGISTRY.get(id)
+    if found is None:
+        if not _REGISTRY:
+            raise AssayError(f"unknown study {id!r}: no studies are registered yet")
+        raise AssayError(f"unknown study {id!r}: valid ids are {', '.join(sorted(_REGISTRY))}")
+    return found
+
+
+def studies() -> list[StudySpec]:
+    """Every registered study, sorted by id."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def studies_for(challenge_id: str) -> list[str]:
+    """Ids of the studies that address challenge ``challenge_id`` (e.g. "3.6"), sorted."""
+    cid = challenge(challenge_id).id
+    return [s.id for s in studies() if cid in s.agenda]
+
+
+def discover() -> list[str]:
+    """Import every study module in assay.studies; returns the ids registered afterwards."""
+    import assay.studies as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_") or info.name in _NOT_STUDIES:
+            continue
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    return sorted(_REGISTRY)

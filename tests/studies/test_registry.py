@@ -1,0 +1,158 @@
+"""A toy coin estimates its own bias.
+
+Claim: a coin drawn with bias `p` from a seeded generator lands heads at a rate whose Wilson
+interval covers `p`. Negative control: a fair coin's interval covers 0.5.
+"""
+
+from typing import ClassVar
+
+import pytest
+
+from assay.errors import AssayError
+from assay.methods.stats import wilson
+from assay.studies import (
+    Context,
+    Control,
+    Needs,
+    Result,
+    StudyConfig,
+    Verdict,
+    discover,
+    get_study,
+    studies,
+    studies_for,
+    study,
+)
+
+
+class ToyConfig(StudyConfig):
+    n: int = 200    # coin flips
+    p: float = 0.7  # the coin's bias
+
+    FULL: ClassVar[dict] = {"n": 5000}
+
+
+def run_toy(cfg: ToyConfig, ctx: Context) -> Result:
+    heads = int((ctx.rng.random(cfg.n) < cfg.p).sum())
+    est = wilson(heads, cfg.n)
+    fair = wilson(int((ctx.rng.random(cfg.n) < 0.5).sum()), cfg.n)
+    covered = est.ci_low <= cfg.p <= est.ci_high
+    ctx.report("flipped", 1.0)
+    return Result(
+        metrics={"heads": est},
+        tables={"flips": [{"n": cfg.n, "heads": heads}]},
+        verdict=Verdict(status="supported" if covered else "not supported",
+                        test="Wilson 95% interval covers p", statement=f"heads rate {est}"),
+        control=Control(
+            verdict=Verdict(status="supported" if fair.ci_low <= 0.5 <= fair.ci_high
+                            else "not supported",
+                            test="fair coin interval covers 0.5", statement=f"fair rate {fair}"),
+            metrics={"fair": fair}),
+        notes=["toy"],
+    )
+
+
+def register(id="toy-coin", agenda=("2.1", "3.6"), needs=Needs(chat=False)):
+    return study(id, agenda=list(agenda), needs=needs)(run_toy)
+
+
+def test_registration_reads_config_title_and_claim():
+    register()
+    spec = get_study("toy-coin")
+    assert spec.config is ToyConfig
+    assert spec.agenda == ("2.1", "3.6")
+    assert spec.needs == Needs(chat=False)
+    assert spec.title == "A toy coin estimates its own bias."
+    assert spec.claim.startswith("Claim: a coin drawn with bias")
+    assert spec.claim.endswith("covers 0.5.")
+    assert spec.module == __name__
+    assert spec.run is run_toy
+    assert spec.make_config("full") == ToyConfig(n=5000)
+
+
+def test_unknown_config_key_names_the_study():
+    register()
+    with pytest.raises(AssayError, match="unknown config key 'q' for study toy-coin: valid keys are n, p"):
+        get_study("toy-coin").make_config(sets={"q": "1"})
+
+
+def test_duplicate_id_rejected():
+    register()
+    with pytest.raises(AssayError, match="duplicate study id 'toy-coin'"):
+        register()
+
+
+def test_unknown_agenda_id_rejected():
+    with pytest.raises(AssayError, match="unknown challenge '9.9'"):
+        register(agenda=("2.1", "9.9"))
+    assert studies() == []
+
+
+def test_bad_study_id_and_missing_annotation_rejected():
+    with pytest.raises(AssayError, match="bad study id"):
+        register(id="Toy Coin")
+
+    def unannotated(cfg, ctx):
+        return None
+
+    with pytest.raises(AssayError, match="annotate run's first parameter"):
+        study("toy-bare", agenda=["2.1"])(unannotated)
+
+
+def test_get_study_unknown_lists_valid_ids():
+    with pytest.raises(AssayError, match="no studies are registered yet"):
+        get_study("nope")
+    register()
+    register(id="toy-other", agenda=("4.1",))
+    with pytest.raises(AssayError, match="unknown study 'nope': valid ids are toy-coin, toy-other"):
+        get_study("nope")
+
+
+def test_studies_sorted_and_studies_for():
+    register(id="toy-zeta", agenda=("3.6",))
+    register(id="toy-alpha", agenda=("2.1", "3.6"))
+    assert [s.id for s in studies()] == ["toy-alpha", "toy-zeta"]
+    assert studies_for("3.6") == ["toy-alpha", "toy-zeta"]
+    assert studies_for("2.1") == ["toy-alpha"]
+    assert studies_for("4.5") == []
+    with pytest.raises(AssayError):
+        studies_for("7.7")
+
+
+def test_discover_registers_nothing_without_study_modules():
+    assert discover() == []
+
+
+def test_same_seed_same_metrics_and_result_round_trips(tmp_path):
+    register()
+    spec = get_study("toy-coin")
+    cfg = spec.make_config()
+    seen = []
+    first = spec.run(cfg, Context(seed=3, artifacts=tmp_path / "a", progress=lambda m, f: seen.append((m, f))))
+    again = spec.run(cfg, Context(seed=3, artifacts=tmp_path / "b"))
+    other = spec.run(cfg, Context(seed=4, artifacts=tmp_path / "c"))
+    assert first.metrics == again.metrics and first.control == again.control
+    assert first.metrics != other.metrics  # the seed matters
+    assert seen == [("flipped", 1.0)]
+    # measured: 200 flips of a 0.7 coin put the rate near 0.7 and the interval around it
+    est = first.metrics["heads"]
+    assert est.n == 200 and abs(est.value - 0.7) < 0.1 and est.ci_low < est.value < est.ci_high
+    assert Result.model_validate_json(first.model_dump_json()) == first
+
+
+def test_cli_fills_agenda_and_studies_from_the_registry():
+    import json
+
+    from typer.testing import CliRunner
+
+    from assay.cli import app
+
+    register()
+    runner = CliRunner()
+    row = json.loads(runner.invoke(app, ["agenda", "3.6", "--json"]).stdout)
+    assert row["studies"] == ["toy-coin"]
+    rows = json.loads(runner.invoke(app, ["agenda", "--json"]).stdout)
+    assert {r["id"]: r["studies"] for r in rows}["2.2"] == []
+    listed = json.loads(runner.invoke(app, ["studies", "--json"]).stdout)
+    assert [(s["id"], s["agenda"]) for s in listed] == [("toy-coin", ["2.1", "3.6"])]
+    assert listed[0]["claim"].startswith("Claim: a coin")
