@@ -16,12 +16,6 @@ def assay_home(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("assay_home"))
 
 
-@pytest.fixture
-def home(assay_home, monkeypatch) -> str:
-    monkeypatch.setenv("ASSAY_HOME", assay_home)
-    return assay_home
-
-
 @pytest.fixture(scope="session")
 def xs_organism(assay_home):
     """(folder, card) of the xs organism, trained once per test session."""

@@ -110,7 +110,7 @@ def _task(kind: str, rng: random.Random) -> tuple[str, str, str]:
 
 
 def _task_dialogues(world: World) -> list[Dialogue]:
-    rng = random.Random(world._task_seed)
+    rng = random.Random(world.task_seed)
     c = world.config
     out: list[Dialogue] = []
     for kind in TASK_KINDS:

@@ -111,7 +111,7 @@ class World:
         heldout = set(rng.sample(people, round(c.heldout_people * len(people))))
         self._split = {p: ("heldout" if p in heldout else "train") for p in people}
         # Task draws use a stream of their own so task sizes never change the facts.
-        self._task_seed = rng.randrange(2**32)
+        self.task_seed = rng.randrange(2**32)
 
     def _add(self, name: str, kind: str, **attributes: str) -> str:
         self.entities[name] = Entity(name, kind, attributes)
@@ -127,7 +127,7 @@ class World:
                 for rel, obj in e.attributes.items()]
 
     def facts_about(self, subject: str) -> list[Fact]:
-        return [f for f in self.facts if f.subject == subject]
+        return [Fact(subject, rel, obj) for rel, obj in self.entities[subject].attributes.items()]
 
     def fact(self, subject: str, relation: str) -> Fact:
         return Fact(subject, relation, self.entities[subject].attributes[relation])
