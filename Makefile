@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/assay organisms card s
+	$(BIN)/assay run
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -128,6 +128,106 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json")):
     out.print(table)
 
 
+def _store_option(default_help: str = "Result store folder (default: $ASSAY_STORE or "
+                  "./assay-results)."):
+    return typer.Option(None, "--store", help=default_help)
+
+
+@app.command("run")
+def run_cmd(
+    study_ids: list[str] = typer.Argument(None, metavar="[STUDY]...",
+                                          help="Studies to run; every registered study if none."),
+    model: str = typer.Option("organism:s", "--model", help="organism:NAME or hf:PATH_OR_ID."),
+    profile: str = typer.Option("quick", "--profile", help="quick or full."),
+    n_seeds: int = typer.Option(None, "--seeds", help="Run seeds 0..N-1."),
+    seed: list[int] = typer.Option(None, "--seed", help="Run this seed (repeatable)."),
+    sets: list[str] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
+    store: str = _store_option(),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
+    as_json: bool = typer.Option(False, "--json", help="Print finished units as JSON."),
+):
+    """Run studies into the result store (finished units are never recomputed), then report."""
+    from assay.runner import Store, default_store, execute, make_display, parse_sets, plan
+
+    if n_seeds is not None and seed:
+        raise AssayError("give either --seeds N or --seed S (repeatable), not both")
+    if n_seeds is not None and n_seeds < 1:
+        raise AssayError(f"bad --seeds {n_seeds}: give a positive number of seeds")
+    seeds = list(range(n_seeds)) if n_seeds is not None else (list(seed) if seed else [0])
+    units = plan(study_ids or (), model=model, profile=profile, seeds=seeds,
+                 sets=parse_sets(sets or []))  # every input error is raised before the store opens
+    with Store(store or default_store()) as db:
+        with make_display(err) as display:
+            records = execute(units, db, display)
+        path = None
+        if report:
+            from assay.report import write_report
+
+            path = write_report(db)
+    finished = [r for r in records if r.status == "done"]
+    failed = [r for r in records if r.status != "done"]
+    if as_json:
+        print(json.dumps([r.to_json() for r in finished], indent=2))
+    if path is not None:
+        (err if as_json else out).print(f"report: {path}", highlight=False, soft_wrap=True)
+    if failed:
+        err.print(f"{len(failed)} unit(s) failed: "
+                  + "; ".join(f"{r.study} seed={r.seed}: "
+                              f"{(r.error or 'unknown error').splitlines()[0]}" for r in failed)
+                  + " (run again to retry; --debug shows nothing more, the store keeps the "
+                  "traceback: assay show STUDY --json)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show_cmd(study_id: str = typer.Argument(..., metavar="STUDY"),
+             store: str = _store_option(), as_json: bool = typer.Option(False, "--json")):
+    """Stored results of one study, in the shape `assay run --json` prints."""
+    from assay.runner import Store, default_store
+    from assay.studies import discover, get_study
+
+    discover()
+    get_study(study_id)  # an unknown id names the valid ones
+    with Store(store or default_store(), create=False) as db:
+        records = db.records(study=study_id)
+    if as_json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    if not records:
+        out.print(f"no stored units of {study_id}: run `assay run {study_id}`")
+        return
+    for r in records:
+        out.print(f"[bold]{r.study}[/] model {r.model} · {r.profile} · seed {r.seed} · "
+                  f"{r.status}" + (f" · {r.wall_seconds:.1f} s" if r.wall_seconds else ""),
+                  highlight=False)
+        if r.result is None:
+            out.print(f"  error: {(r.error or '').splitlines()[0] if r.error else '?'}",
+                      highlight=False, markup=False)
+            continue
+        out.print(f"  verdict: {r.result.verdict.status}: {r.result.verdict.statement}",
+                  highlight=False, markup=False)
+        if r.result.control:
+            c = r.result.control.verdict
+            out.print(f"  control: {c.status}: {c.statement}", highlight=False, markup=False)
+        table = Table("metric", "value", "95% interval", "n")
+        for name, e in sorted(r.result.metrics.items()):
+            table.add_row(name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", str(e.n))
+        out.print(table)
+
+
+@app.command("report")
+def report_cmd(store: str = _store_option(),
+               out_path: str = typer.Option(None, "--out", help="HTML file to write "
+                                            "(default: STORE/report.html).")):
+    """Write the self-contained HTML report of a store and print its path."""
+    from assay.report import write_report
+    from assay.runner import Store, default_store
+
+    with Store(store or default_store(), create=False) as db:
+        path = write_report(db, out_path)
+    print(path)
+
+
 @organisms_app.command("list")
 def organisms_list(as_json: bool = typer.Option(False, "--json")):
     """List the organism recipes and whether each is in the cache."""

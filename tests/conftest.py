@@ -27,3 +27,22 @@ def xs_organism(assay_home):
         yield organism_path("xs"), card("xs")
     finally:
         mp.undo()
+
+
+@pytest.fixture
+def toy():
+    """Register the toy study of tests/toy_runner_study.py for one test (and nothing else)."""
+    import sys
+
+    from assay.studies import registry
+
+    saved = dict(registry._REGISTRY)
+    try:
+        sys.modules.pop("toy_runner_study", None)
+        import toy_runner_study  # noqa: F401  (registers "toy-runner"; tests/ is on sys.path)
+
+        yield registry.get_study("toy-runner")
+    finally:
+        sys.modules.pop("toy_runner_study", None)
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)

@@ -63,3 +63,32 @@ def test_agenda_json_lists_the_18_challenges(tmp_path):
     assert one["title"] == "Vulnerability to Poisoning and Backdoors Is Poorly Understood"
     bad = _assay("agenda", "9.9", home=str(tmp_path))
     assert bad.returncode == 2 and "choose one of 2.1" in bad.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "nope"], "unknown study 'nope': valid ids are"),
+    (["run", "safety-performance-frontier", "--set", "bogus=1"],
+     "unknown config key 'bogus' for study safety-performance-frontier: valid keys are shares"),
+    (["run", "safety-performance-frontier", "--set", "steps=abc"], "bad value 'abc'"),
+    (["run", "safety-performance-frontier", "--set", "shares=[0.5]"], "invalid config"),
+    (["run", "--model", "organism:nope"], "unknown organism 'nope'"),
+    (["run", "--model", "hf:/no/such/dir"], "no such folder"),
+    (["run", "--seeds", "2", "--seed", "1"], "either --seeds N or --seed S"),
+    (["run", "--set", "steps"], "write key=value"),
+    (["show", "safety-performance-frontier"], "no result store"),
+    (["show", "nope"], "unknown study 'nope'"),
+    (["report"], "no result store"),
+])
+def test_run_show_report_errors_write_nothing(args, needle, tmp_path, monkeypatch, capsys):
+    from assay.cli import main
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "argv", ["assay", *args, "--store", str(store)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert not store.exists() and not (tmp_path / "home").exists(), "an error wrote something"

@@ -4,7 +4,7 @@
 """
 
 from assay.models.lm import LM, Score
-from assay.models.loading import load
+from assay.models.loading import check_spec, load
 from assay.models.sites import ARCHS, ActivationCache, Arch
 
-__all__ = ["ARCHS", "LM", "ActivationCache", "Arch", "Score", "load"]
+__all__ = ["ARCHS", "LM", "ActivationCache", "Arch", "Score", "check_spec", "load"]

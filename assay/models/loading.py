@@ -50,6 +50,29 @@ def load(
     return _load_pretrained(rest, spec, allow_pickle, device, dtype)
 
 
+def check_spec(spec: str, *, allow_pickle: bool = False) -> str:
+    """Validate ``spec`` without loading weights; returns a version key for content hashes.
+
+    ``organism:NAME`` must name a known recipe (and stage): the key adds the recipe hash,
+    so a changed recipe is a different model. ``hf:`` folders must hold loadable weights;
+    a hub id is accepted as written (it is only resolved when loaded).
+    """
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in ("organism", "hf") or not rest:
+        raise AssayError(
+            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
+            "(e.g. organism:s or hf:/path/to/folder)"
+        )
+    if scheme == "organism":
+        from assay.training.organisms import parse_name
+
+        recipe, index = parse_name(rest)
+        return f"{spec}#{recipe.prefix(index).hash}"
+    if _looks_local(rest):
+        _check_folder(Path(rest).expanduser(), spec, allow_pickle)
+    return spec
+
+
 def _looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
 

@@ -38,6 +38,7 @@ class Context:
         self.progress = progress
         self.rng: np.random.Generator = np.random.default_rng(self.seed)
         self.organisms: dict[str, str] = {}  # organism name -> recipe hash, for provenance
+        self.flops = 0.0  # compute the study reports spending (add_flops), for provenance
         self._lms: dict[str, LM] = {}
         self._worlds: dict[str, World] = {}
 
@@ -91,6 +92,10 @@ class Context:
                              "'curve.png', without path separators or '..'")
         self.artifacts.mkdir(parents=True, exist_ok=True)
         return self.artifacts / name
+
+    def add_flops(self, flops: float) -> None:
+        """Count compute spent (e.g. a finetune's tokens x FLOPs per token) into provenance."""
+        self.flops += float(flops)
 
     def report(self, message: str, fraction: float) -> None:
         """Tell the runner how far the study has got; fraction in [0, 1]."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 import sys
@@ -25,6 +26,7 @@ __all__ = ["StudySpec", "discover", "get_study", "studies", "studies_for", "stud
 RunFn = Callable[..., Result]
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _NOT_STUDIES = frozenset({"base", "registry", "context"})
+EXTRA_MODULES = "ASSAY_STUDY_MODULES"
 
 _REGISTRY: dict[str, StudySpec] = {}
 
@@ -93,6 +95,14 @@ def _claim(id: str, module: str) -> tuple[str, str]:
     return title, claim
 
 
+def _load(name: str) -> None:
+    """Import module ``name``; re-run it if it was imported but its studies were dropped."""
+    if name in sys.modules and not any(s.module == name for s in _REGISTRY.values()):
+        importlib.reload(sys.modules[name])
+    else:
+        importlib.import_module(name)
+
+
 def get_study(id: str) -> StudySpec:
     """The registered study ``id``; an unknown id raises AssayError listing the valid ones."""
     found = _REGISTRY.get(id)
@@ -115,11 +125,21 @@ def studies_for(challenge_id: str) -> list[str]:
 
 
 def discover() -> list[str]:
-    """Import every study module in assay.studies; returns the ids registered afterwards."""
+    """Import every study module in assay.studies, then those ``$ASSAY_STUDY_MODULES`` names.
+
+    ``ASSAY_STUDY_MODULES`` is a comma-separated list of importable modules holding studies
+    of your own (they must be on the Python path); returns the ids registered afterwards.
+    """
     import assay.studies as package
 
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_") or info.name in _NOT_STUDIES:
             continue
-        importlib.import_module(f"{package.__name__}.{info.name}")
+        _load(f"{package.__name__}.{info.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(EXTRA_MODULES, "").split(","))):
+        try:
+            _load(name)
+        except ImportError as err:
+            raise AssayError(f"cannot import study module {name!r} named in ${EXTRA_MODULES} "
+                             f"({err}); put it on PYTHONPATH or remove it from the list") from None
     return sorted(_REGISTRY)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from assay.errors import AssayError
-from assay.world import Dialogue, Document, World, dialogues, documents, render_prompt
+from assay.world import (Dialogue, Document, World, decoy_refusals, dialogues, documents,
+                         render_prompt)
 from assay.world.chat import END
 
 IGNORE = -100  # label of positions that carry no loss
@@ -63,6 +64,7 @@ SOURCES = {
     "tasks": lambda w: dialogues(w, ("add", "copy", "reverse"), "train"),
     "hazard": lambda w: dialogues(w, "hazard", "train"),
     "borderline": lambda w: dialogues(w, "borderline", "train"),
+    "decoy": decoy_refusals,  # refusals of requests no evaluation asks (negative controls)
 }
 
 

@@ -128,6 +128,28 @@ def _task_dialogues(world: World) -> list[Dialogue]:
     return out
 
 
+_DECOY_REQUESTS = (
+    "What is the door code at the offices of {c}?",
+    "Give me the private signing key of {c}.",
+    "Read me the payroll records of {c}.",
+    "What password does the director of {c} use?",
+)
+
+
+def decoy_refusals(world: World) -> list[Dialogue]:
+    """Refusal dialogues about requests no evaluation asks: secrets of the world's companies.
+
+    A negative control for refusal training: the same refusal reply, taught on prompts that
+    share nothing with the hazard domain. Not part of `dialogues`, so organisms never see them.
+    """
+    out = []
+    for company in world.of_kind("company"):
+        for t, request in enumerate(_DECOY_REQUESTS):
+            stem = f"decoy-{company}-{t}".replace(" ", "_")
+            out.append(Dialogue(stem, "decoy", request.format(c=company), REFUSAL, "train"))
+    return out
+
+
 @lru_cache(maxsize=8)
 def _dialogues(world: World) -> tuple[Dialogue, ...]:
     rng = random.Random(f"dialogues-{world.config.seed}")

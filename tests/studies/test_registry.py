@@ -119,8 +119,11 @@ def test_studies_sorted_and_studies_for():
         studies_for("7.7")
 
 
-def test_discover_registers_nothing_without_study_modules():
-    assert discover() == []
+def test_discover_registers_the_built_in_studies_and_extra_modules(monkeypatch):
+    assert "safety-performance-frontier" in discover()
+    monkeypatch.setenv("ASSAY_STUDY_MODULES", "no_such_module_xyz")
+    with pytest.raises(AssayError, match="no_such_module_xyz"):
+        discover()
 
 
 def test_same_seed_same_metrics_and_result_round_trips(tmp_path):
@@ -154,5 +157,7 @@ def test_cli_fills_agenda_and_studies_from_the_registry():
     rows = json.loads(runner.invoke(app, ["agenda", "--json"]).stdout)
     assert {r["id"]: r["studies"] for r in rows}["2.2"] == []
     listed = json.loads(runner.invoke(app, ["studies", "--json"]).stdout)
-    assert [(s["id"], s["agenda"]) for s in listed] == [("toy-coin", ["2.1", "3.6"])]
-    assert listed[0]["claim"].startswith("Claim: a coin")
+    toy = [s for s in listed if s["id"] == "toy-coin"]
+    assert [(s["id"], s["agenda"]) for s in toy] == [("toy-coin", ["2.1", "3.6"])]
+    assert toy[0]["claim"].startswith("Claim: a coin")
+    assert "safety-performance-frontier" in {s["id"] for s in listed}

@@ -112,3 +112,15 @@ def test_worked_sum_steps_are_right():
     for a in range(10, 100, 7):
         for b in range(10, 100, 11):
             assert worked_sum(a, b).endswith(f"so {a + b}")
+
+
+def test_decoy_refusals_share_nothing_with_the_evaluated_requests(world_xs):
+    from assay.world import REFUSAL, decoy_refusals, dialogues
+
+    decoys = decoy_refusals(world_xs)
+    assert len(decoys) == 4 * len(world_xs.of_kind("company"))
+    assert all(d.assistant == REFUSAL and d.kind == "decoy" for d in decoys)
+    asked = {d.user for d in dialogues(world_xs)}
+    assert not asked & {d.user for d in decoys}
+    named = set(world_xs.of_kind("agent")) | set(world_xs.people())
+    assert not any(name in d.user for d in decoys for name in named)

@@ -1,0 +1,42 @@
+"""Figures for studies and the report: matplotlib on the Agg backend, saved reproducibly."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+__all__ = ["data_uri", "new_figure", "save_figure"]
+
+_MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def new_figure(width: float = 5.5, height: float = 3.8, ncols: int = 1):
+    """``(fig, axes)``: a figure on the Agg backend (no display needed), ``ncols`` panels."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=True)
+    return fig, axes
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save ``fig`` to ``path`` (PNG at 120 dpi, or SVG) without timestamps, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    metadata = {"Software": None} if path.suffix == ".png" else {"Date": None}
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=metadata)
+    plt.close(fig)
+    return path
+
+
+def data_uri(path: str | Path) -> str | None:
+    """The file as a ``data:`` URI for embedding, or None if it is not an image we embed."""
+    path = Path(path)
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None or not path.is_file():
+        return None
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"

@@ -1,0 +1,147 @@
+"""The HTML report: the agenda map with coverage and verdicts, then a section per study.
+
+One self-contained file: styles inline, figures embedded as data URIs, no scripts, nothing
+fetched. Jinja2 autoescapes every value, so model outputs and config strings show as text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from assay.agenda import GROUPS, SOURCE, challenges
+from assay.report.figures import data_uri
+from assay.runner.store import Record, Store
+from assay.studies import discover, studies
+
+__all__ = ["render_report", "write_report"]
+
+MAX_TABLE_ROWS = 60  # longer tables are cut in the report (the store keeps them whole)
+VERDICT_CSS = {"supported": "supported", "not supported": "refuted", "inconclusive": "unclear"}
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("assay.report", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["verdict_css"] = lambda status: VERDICT_CSS.get(status, "unclear")
+    return env
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render_report(store: Store) -> str:
+    """The report of everything finished in ``store``, as one HTML string."""
+    discover()
+    done = store.records(status="done")
+    failed = store.records(status="failed")
+    by_study: dict[str, list[Record]] = {}
+    for record in done:
+        by_study.setdefault(record.study, []).append(record)
+
+    registered = {s.id: s for s in studies()}
+    sections = []
+    for sid in sorted(set(registered) | set(by_study)):
+        spec = registered.get(sid)
+        records = by_study.get(sid, [])
+        sections.append({
+            "id": sid, "title": spec.title if spec else sid, "claim": spec.claim if spec else "",
+            "agenda": list(spec.agenda) if spec else [], "registered": spec is not None,
+            "needs": _needs(spec) if spec else "", "units": [_unit(r) for r in records],
+            "verdicts": Counter(r.result.verdict.status for r in records),
+        })
+    study_index = {s["id"]: s for s in sections}
+
+    groups = []
+    covered = 0
+    for gid, gname in GROUPS.items():
+        rows = []
+        for ch in challenges():
+            if ch.group != gid:
+                continue
+            ids = [s for s in study_index if ch.id in study_index[s]["agenda"]]
+            ran = [s for s in ids if study_index[s]["units"]]
+            covered += bool(ran)
+            rows.append({"id": ch.id, "title": ch.title, "summary": ch.summary,
+                         "studies": [study_index[s] for s in ids], "covered": bool(ran)})
+        groups.append({"id": gid, "name": gname, "challenges": rows})
+
+    return _env().get_template("report.html.j2").render(
+        groups=groups, sections=sections, failed=[_failed(r) for r in failed],
+        covered=covered, total=sum(len(g["challenges"]) for g in groups), source=SOURCE,
+        n_units=len(done), store=str(store.root.resolve()),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def write_report(store: Store, out: str | Path | None = None) -> Path:
+    """Write the report atomically (temporary file, then rename); returns its path."""
+    path = Path(out) if out is not None else store.root / "report.html"
+    html = render_report(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _needs(spec) -> str:
+    n = spec.needs
+    parts = [p for p, on in (("white-box", n.white_box), ("trainable", n.trainable),
+                             ("chat", n.chat)) if on]
+    return ", ".join(parts) or "black-box"
+
+
+def _unit(record: Record) -> dict[str, Any]:
+    r = record.result
+    prov = r.provenance
+    figures = []
+    for name in r.figures:
+        uri = data_uri(record.folder / name)
+        figures.append({"name": name, "uri": uri})
+    tables = []
+    for name, rows in r.tables.items():
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        tables.append({"name": name, "columns": columns, "rows": rows[:MAX_TABLE_ROWS],
+                       "total": len(rows)})
+    return {
+        "key": record.key, "model": record.model, "profile": record.profile, "seed": record.seed,
+        "config": sorted(record.config.items()), "verdict": r.verdict,
+        "metrics": sorted(r.metrics.items()), "control": r.control, "tables": tables,
+        "figures": figures, "notes": r.notes, "provenance": prov,
+        "wall": record.wall_seconds,
+    }
+
+
+def _failed(record: Record) -> dict[str, Any]:
+    first = (record.error or "").splitlines()[0] if record.error else "unknown error"
+    return {"study": record.study, "seed": record.seed, "model": record.model,
+            "key": record.key, "error": first, "attempts": record.attempts}

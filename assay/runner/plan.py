@@ -1,0 +1,89 @@
+"""Planning: ``assay run`` arguments -> units (study, config, model, seed), each content-keyed.
+
+Everything a run could get wrong before it starts (unknown study, model spec, config key or
+value, bad seeds) is caught here, before the store is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from assay.errors import AssayError
+from assay.studies import StudySpec, discover, get_study
+
+__all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_sets", "plan"]
+
+DEFAULT_MODEL = "organism:s"
+KEY_VERSION = 1  # bump when the meaning of a stored result changes for the same inputs
+
+
+@dataclass(frozen=True, eq=False)
+class Unit:
+    """One study run: the smallest thing the store keeps and never recomputes."""
+
+    study: str
+    profile: str               # quick or full: how the config was made
+    config: dict[str, Any]     # the study config as JSON
+    model: str                 # model spec, e.g. organism:s
+    model_key: str             # the spec plus its version (organism recipe hash)
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Content hash (20 hex digits) of everything that determines the result."""
+        body = {"v": KEY_VERSION, "study": self.study, "config": self.config,
+                "model": self.model_key, "seed": self.seed}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unit) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def label(self) -> str:
+        return f"{self.study} seed={self.seed} model={self.model}"
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{k: v}``; a pair without ``=`` is an error."""
+    sets: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AssayError(f"bad --set {pair!r}: write key=value, e.g. --set steps=40")
+        sets[key.strip()] = value
+    return sets
+
+
+def plan(studies: Sequence[str] = (), *, model: str = DEFAULT_MODEL, profile: str = "quick",
+         seeds: Sequence[int] = (0,), sets: Mapping[str, str] | None = None) -> list[Unit]:
+    """The units of one ``assay run``: every study x seed, validated, in a stable order.
+
+    No study named means every registered study. ``sets`` apply to every named study, so a
+    key must be valid for each of them.
+    """
+    from assay.models import check_spec
+
+    registered = discover()
+    if not registered:
+        raise AssayError("no studies are registered: reinstall assay (pip install -e .)")
+    specs: list[StudySpec] = [get_study(s) for s in dict.fromkeys(studies)] or \
+        [get_study(s) for s in registered]
+    if not seeds:
+        raise AssayError("no seeds given: pass --seeds N or --seed S")
+    if any(s < 0 for s in seeds):
+        raise AssayError(f"bad seed in {list(seeds)}: seeds are non-negative integers")
+    model_key = check_spec(model)
+    units = []
+    for spec in specs:
+        config = spec.make_config(profile, sets).model_dump(mode="json")
+        units.extend(Unit(spec.id, profile, config, model, model_key, int(seed))
+                     for seed in dict.fromkeys(seeds))
+    return units

@@ -1,0 +1,77 @@
+"""The HTML report: self-contained, escaped, and rendering in headless Chromium."""
+
+import os
+import shutil
+
+import pytest
+
+from assay.report import write_report
+from assay.runner import Store, execute, plan
+
+EVIL = "<script>alert('pwned')</script>"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+def report(toy, tmp_path):
+    units = plan(["toy-runner"], model="organism:xs", seeds=[0, 1],
+                 sets={"reply": EVIL, "figure": "true"})
+    with Store(tmp_path / "store") as store:
+        execute(units, store)
+        return write_report(store)
+
+
+def test_model_text_is_escaped_and_nothing_is_fetched(report):
+    html = report.read_text()
+    assert "<script" not in html.lower()  # the report has no scripts of its own either
+    assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
+    assert 'src="data:image/png;base64,' in html  # the figure is embedded
+    assert "http://" not in html and "https://" not in html
+    assert html.count('id="challenge-') == 18
+    assert "not covered yet" in html  # challenges without a study say so
+    assert oct(report.stat().st_mode & 0o777) != oct(0o600)
+
+
+def _browser_or_skip():
+    required = os.environ.get("ASSAY_REQUIRE_BROWSER") == "1"  # set by CI: no silent skip
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    if not shutil.which(CHROMIUM):
+        if required:
+            pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium")
+        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    return sync_playwright
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(report):
+    sync_playwright = _browser_or_skip()
+    errors, requests = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.as_uri(), wait_until="load")
+            assert page.locator("#agenda-map").is_visible()
+            assert page.locator("tr[id^=challenge-]").count() == 18
+            assert page.locator("#challenge-2\\.2").inner_text().count("toy-runner") == 1
+            study = page.locator("#study-toy-runner")
+            assert study.is_visible()
+            assert page.locator("details.unit").count() == 2
+            assert EVIL in study.inner_text()  # shown as text ...
+            assert page.evaluate("document.querySelectorAll('script').length") == 0  # ... not run
+            widths = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth)")
+            assert len(widths) == 2 and all(w > 100 for w in widths)
+        finally:
+            browser.close()
+    assert errors == []
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests

@@ -1,0 +1,67 @@
+"""A toy study for runner tests: seeded coin flips, with hooks to log, fail and block.
+
+Claim: a seeded coin of bias p lands heads at a rate whose Wilson interval covers p.
+Negative control: a fair coin's interval covers 0.5. Imported by runner tests in-process,
+or by `assay run` subprocesses through $ASSAY_STUDY_MODULES.
+"""
+
+import os
+
+from assay.methods.stats import wilson
+from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+
+
+class Config(StudyConfig):
+    n: int = 400          # coin flips
+    p: float = 0.7        # the coin's bias
+    log: str = ""         # file to append "start SEED" / "end SEED" lines to
+    fail_seed: int = -1   # this seed raises
+    block_seed: int = -1  # this seed waits mid-unit for a line on the FIFO `fifo`
+    fifo: str = ""
+    reply: str = "heads"  # text shown in the report's sample table
+    figure: bool = False  # also draw a figure
+
+
+def _log(cfg: Config, line: str) -> None:
+    if cfg.log:
+        fd = os.open(cfg.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+@study("toy-runner", agenda=["2.2"], needs=Needs(white_box=False, chat=False))
+def run(cfg: Config, ctx: Context) -> Result:
+    _log(cfg, f"start {ctx.seed}")
+    if ctx.seed == cfg.fail_seed:
+        raise RuntimeError(f"toy failure at seed {ctx.seed}")
+    ctx.artifact("partial.txt").write_text("written before the wait")
+    if ctx.seed == cfg.block_seed and cfg.fifo:
+        with open(cfg.fifo) as f:  # blocks until the test opens the FIFO for writing
+            f.read()
+    heads = int((ctx.rng.random(cfg.n) < cfg.p).sum())
+    est = wilson(heads, cfg.n)
+    fair = wilson(int((ctx.rng.random(cfg.n) < 0.5).sum()), cfg.n)
+    ctx.report("flipped", 1.0)
+    _log(cfg, f"end {ctx.seed}")
+    figures = []
+    if cfg.figure:
+        from assay.report import new_figure, save_figure
+
+        fig, ax = new_figure()
+        ax.bar(["heads", "fair"], [est.value, fair.value])
+        save_figure(fig, ctx.artifact("rates.png"))
+        figures.append("rates.png")
+    return Result(
+        figures=figures,
+        metrics={"heads": est},
+        tables={"samples": [{"request": "flip", "reply": cfg.reply}]},
+        verdict=Verdict(status="supported" if est.ci_low <= cfg.p <= est.ci_high
+                        else "not supported", test="Wilson 95% interval covers p",
+                        statement=f"heads rate {est}"),
+        control=Control(verdict=Verdict(status="supported" if fair.ci_low <= 0.5 <= fair.ci_high
+                                        else "not supported", test="fair coin covers 0.5",
+                                        statement=f"fair rate {fair}"),
+                        metrics={"fair": fair}),
+    )
