@@ -54,7 +54,7 @@ class PlainDisplay:
 
     def progress(self, unit: Unit, message: str, fraction: float) -> None:
         tenth = int(fraction * 10)
-        if tenth > self._tenth.get(unit.key, -1):
+        if tenth != self._tenth.get(unit.key, -1):  # phases (training, then the study) restart at 0
             self._tenth[unit.key] = tenth
             self._line(f"    {unit.study}: {fraction:4.0%} {message}")
 

@@ -88,6 +88,10 @@ def run_unit(unit: Unit, store: Store, display: Display | None = None) -> Record
     start = time.perf_counter()
     try:
         cfg = spec.config.model_validate(unit.config)
+        needs = spec.needs  # organisms have every capability; other models are checked
+        if not unit.model.startswith("organism:") and (needs.white_box or needs.trainable
+                                                        or needs.chat):
+            needs.check(ctx.lm(), unit.model, spec.id)
         ctx.torch_seed()
         result = spec.run(cfg, ctx)
         _check(result, spec.id, ctx)

@@ -155,11 +155,15 @@ class Verdict(BaseModel):
 
 
 class Control(BaseModel):
-    """A negative control: the same measurement where the effect should be absent."""
+    """A negative control: the same measurement where the effect should be absent.
+
+    Its verdict applies the study's claim to the control condition, so a sound study reads
+    "not supported" here; "supported" means the effect appeared where it cannot be real.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    verdict: Verdict                # did the control behave as a control should
+    verdict: Verdict                # the claim's test read on the control: expect "not supported"
     metrics: dict[str, Estimate]    # the control's measurements
 
 

@@ -66,9 +66,13 @@ class Context:
         spec = f"organism:{name}"
         if spec not in self._lms:
             from assay.models import load
-            from assay.training.organisms import parse_name
+            from assay.training.organisms import cached, organism_path, parse_name
 
             recipe, index = parse_name(name)
+            if not cached(name):  # training takes minutes: show it as this unit's progress
+                organism_path(name, lambda stage, p: self.report(
+                    f"training organism {name}: {stage} step {p.step}/{p.steps}",
+                    p.step / p.steps))
             self._lms[spec] = load(spec)
             self.organisms[name] = recipe.prefix(index).hash
         return self._lms[spec]

@@ -237,8 +237,8 @@ def _control(weakest: dict, control_rows: list[dict], sweep: list[dict], cfg: Co
         metrics[f"refusal_gain@decoy{r['share']:g}"] = gain
         metrics[f"benign_accuracy@decoy{r['share']:g}"] = _rate(r, "benign_accuracy")
     test = (f"hazard refusal gain of decoy-refusal training over share 0 (Newcombe 95%): "
-            f"flat if every interval lies below {cfg.control_margin:g}, an effect if one "
-            f"lies wholly above it")
+            f"not supported (no effect, as expected) if every interval lies below "
+            f"{cfg.control_margin:g}, supported if one lies wholly above it")
     said = "; ".join(f"share {s:g}: gain {g.value:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}]"
                      for s, g in gains)
     matched = {r["share"]: r for r in sweep}
@@ -248,14 +248,14 @@ def _control(weakest: dict, control_rows: list[dict], sweep: list[dict], cfg: Co
                 f"{r['hazard_refusal']:.1%} and {r['benign_accuracy']:.1%}"
                 for r in control_rows if r["share"] in matched]
     if all(g.ci_high < cfg.control_margin for _, g in gains):
-        status = "supported"
+        status = "not supported"  # as it should be: decoys are not hazard refusal data
         tail = (f"decoy refusals raised hazard refusal by less than {cfg.control_margin:g}, so "
                 "the sweep's refusal comes from refusal data on hazard requests")
         if any(g.ci_low > 0 for _, g in gains):
             tail += "; a small generic transfer of the refusal habit is still measurable"
     elif any(g.ci_low > cfg.control_margin for _, g in gains):
-        status, tail = "not supported", ("decoy refusals alone raised hazard refusal: refusal "
-                                         "is partly a generic habit, not targeted")
+        status, tail = "supported", ("decoy refusals alone raised hazard refusal: refusal "
+                                     "is partly a generic habit, not targeted")
     else:
         status, tail = "inconclusive", "the gain's interval straddles the margin"
     statement = f"{said}: {tail}." + (f" ({'; '.join(compared)}.)" if compared else "")
