@@ -28,6 +28,7 @@ app.add_typer(models_app, name="models")
 out = Console()
 err = Console(stderr=True)
 _state = {"debug": False}
+FULL_SEEDS = 3  # seeds `assay run --profile full` runs unless told otherwise
 
 
 @app.callback()
@@ -139,7 +140,8 @@ def run_cmd(
                                           help="Studies to run; every registered study if none."),
     model: str = typer.Option("organism:s", "--model", help="organism:NAME or hf:PATH_OR_ID."),
     profile: str = typer.Option("quick", "--profile", help="quick or full."),
-    n_seeds: int = typer.Option(None, "--seeds", help="Run seeds 0..N-1."),
+    n_seeds: int = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: 1 seed for "
+                                "quick, 3 for full)."),
     seed: list[int] = typer.Option(None, "--seed", help="Run this seed (repeatable)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
     store: str = _store_option(),
@@ -153,7 +155,8 @@ def run_cmd(
         raise AssayError("give either --seeds N or --seed S (repeatable), not both")
     if n_seeds is not None and n_seeds < 1:
         raise AssayError(f"bad --seeds {n_seeds}: give a positive number of seeds")
-    seeds = list(range(n_seeds)) if n_seeds is not None else (list(seed) if seed else [0])
+    default = list(range(FULL_SEEDS)) if profile == "full" else [0]
+    seeds = list(range(n_seeds)) if n_seeds is not None else (list(seed) if seed else default)
     units = plan(study_ids or (), model=model, profile=profile, seeds=seeds,
                  sets=parse_sets(sets or []))  # every input error is raised before the store opens
     with Store(store or default_store()) as db:
@@ -169,7 +172,8 @@ def run_cmd(
     if as_json:
         print(json.dumps([r.to_json() for r in finished], indent=2))
     if path is not None:
-        (err if as_json else out).print(f"report: {path}", highlight=False, soft_wrap=True)
+        (err if as_json else out).print(f"report: {path.resolve()}", highlight=False,
+                                        soft_wrap=True)
     if failed:
         err.print(f"{len(failed)} unit(s) failed: "
                   + "; ".join(f"{r.study} seed={r.seed}: "
