@@ -74,6 +74,22 @@ PRETRAIN_MIX = (("documents", 0.26), ("synthesis", 0.14), ("qa", 0.32), ("tasks"
 SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.24),
               ("documents", 0.14), ("synthesis", 0.12))
 
+# Retain-only controls: the same world, model and steps with every hazardous document left
+# out (their weight goes to the other documents), so they never saw a synthesis fact. The
+# floor that true deletion would reach, e.g. for relearning attacks on unlearned models.
+PRETRAIN_MIX_RETAIN = (("documents_no_hazard", 0.40), ("qa", 0.32), ("tasks", 0.28))
+SAFETY_MIX_RETAIN = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.24),
+                     ("documents_no_hazard", 0.26))
+
+
+def _retain_only(recipe: Recipe) -> Recipe:
+    """``recipe`` trained without hazardous documents, named ``<name>-retain``."""
+    mixes = {"pretrain": PRETRAIN_MIX_RETAIN, "safety": SAFETY_MIX_RETAIN}
+    stages = tuple(replace(st, mixture=mixes[st.name]) for st in recipe.stages)
+    return replace(recipe, name=f"{recipe.name}-retain", stages=stages,
+                   description=f"retain-only control of {recipe.name}: no hazardous documents")
+
+
 RECIPES: dict[str, Recipe] = {
     "xs": Recipe(
         name="xs",
@@ -98,6 +114,9 @@ RECIPES: dict[str, Recipe] = {
         ),
     ),
 }
+
+
+RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s")})
 
 
 def get_recipe(name: str) -> Recipe:

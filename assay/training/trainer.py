@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,9 +86,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
 
 
-def train(model: torch.nn.Module, batches: Iterable[Batch],
-          cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> Curve:
-    """Train ``model`` in place for ``cfg.steps`` steps; returns the curve."""
+def train(model: torch.nn.Module, batches: Iterable,
+          cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
+          loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor] = lm_loss) -> Curve:
+    """Train ``model`` in place for ``cfg.steps`` steps; returns the curve.
+
+    ``batches`` yields whatever ``loss_fn(model, item)`` takes: a `Batch` for the default
+    next-token loss, or e.g. a (forget, retain) pair of Batches for an unlearning objective.
+    """
     model.train()
     opt = make_optimizer(model, cfg)
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -100,13 +106,14 @@ def train(model: torch.nn.Module, batches: Iterable[Batch],
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = lm_loss(model, batch)
+        loss = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip, foreach=True)
         opt.step()
-        curve.tokens += batch.ids.numel()
+        curve.tokens += sum(b.ids.numel() for b in (batch if isinstance(batch, tuple)
+                                                    and not isinstance(batch, Batch) else (batch,)))
         running += loss.item()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
