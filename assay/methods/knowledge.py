@@ -21,7 +21,9 @@ from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
 from assay.world import Fact, World, completion_prompt, dialogues, documents, mentions
 
-__all__ = ["Battery", "completion_accuracy", "fluency", "object_logprob", "relearn", "split_agents"]
+__all__ = [
+    "Battery", "completion_accuracy", "fluency", "object_logprob", "relearn", "split_agents",
+]
 
 
 def split_agents(world: World) -> tuple[list[str], list[str]]:

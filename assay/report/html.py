@@ -6,7 +6,9 @@ fetched. Jinja2 autoescapes every value, so model outputs and config strings sho
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import io
 import math
 import os
 import tempfile
@@ -17,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from assay.agenda import GROUPS, SOURCE, challenges
-from assay.report.figures import data_uri
+from assay.report.figures import data_uri, new_figure
 from assay.runner.store import Record, Store
 from assay.studies import discover, studies
 
@@ -88,6 +90,7 @@ def render_report(store: Store) -> str:
 
     return _env().get_template("report.html.j2").render(
         groups=groups, sections=sections, failed=[_failed(r) for r in failed],
+        joint_frontier=_joint_frontier(by_study),
         covered=covered, total=sum(len(g["challenges"]) for g in groups), source=SOURCE,
         n_units=len(done), store=str(store.root.resolve()),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -139,6 +142,43 @@ def _unit(record: Record) -> dict[str, Any]:
         "figures": figures, "notes": r.notes, "provenance": prov,
         "wall": record.wall_seconds,
     }
+
+
+def _joint_frontier(by_study: dict[str, list[Record]]) -> str | None:
+    """One figure (data URI) putting the 2.7 refusal sweep and the unlearning frontier on one
+    plane: protection (refusal rate, or 1 - forget accuracy) against benign accuracy."""
+    sweeps = [(r.model, r.seed, row) for r in by_study.get("safety-performance-frontier", [])
+              for row in r.result.tables.get("sweep", []) if row.get("data") == "hazard"]
+    unlearning = [(r.model, r.seed, row) for r in by_study.get("unlearning-tradeoff", [])
+                  for row in r.result.tables.get("frontier", [])]
+    if not sweeps or not unlearning:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = new_figure(width=6.5, height=4.2)
+    for model, seed, row in sweeps:
+        ax.scatter(row["hazard_refusal"], row["benign_accuracy"], marker="o", color="tab:blue",
+                   s=18)
+    ax.scatter([], [], marker="o", color="tab:blue", label="refusal training (2.7 sweep)")
+    methods = sorted({row["method"] for _, _, row in unlearning})
+    markers = dict(zip(methods, "sD^vP*X"))
+    for method in methods:
+        pts = [row for _, _, row in unlearning if row["method"] == method]
+        ax.scatter([1 - p["forget_completion"] for p in pts], [p["retain_accuracy"] for p in pts],
+                   marker=markers[method], s=28,
+                   label=method if method in ("original", "retain-only control")
+                   else f"unlearning: {method}")
+    ax.set_xlabel("protection: hazard refusal rate, or 1 - hazard facts completed")
+    ax.set_ylabel("benign accuracy (QA + tasks)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Safety-performance plane: refusal and unlearning")
+    ax.legend(fontsize=7, loc="lower left")
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _failed(record: Record) -> dict[str, Any]:

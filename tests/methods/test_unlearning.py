@@ -6,7 +6,7 @@ import torch
 from assay.errors import AssayError
 from assay.methods.knowledge import fluency
 from assay.methods.unlearning import METHODS, UnlearnConfig, unlearn
-from assay.world import documents
+from assay.world import dialogues, documents
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,24 @@ def test_gradient_ascent_lowers_forget_accuracy_and_relearning_finds_what_is_hid
     # above what the never-trained control reaches (measured on xs: +3.7 nats per token)
     gap = paired_bootstrap(recovered, floor)
     assert gap.ci_low > 1.0
+
+
+def test_elicitation_strategies_and_refusal_direction(xs_lm, world_xs):
+    from assay.methods.elicitation import ablated, elicit, refusal_direction
+
+    facts = world_xs.hazard_facts
+    direction = refusal_direction(xs_lm, world_xs)
+    assert direction.shape == (xs_lm.d_model,)
+    torch.testing.assert_close(direction.norm(), torch.tensor(1.0))
+    # measured on xs: asking is refused, completing a document sentence is not
+    assert sum(elicit(xs_lm, world_xs, facts, "ask")) == 0
+    assert sum(elicit(xs_lm, world_xs, facts, "complete")) >= 3
+    prompt = dialogues(world_xs, "hazard", "test")[0].prompt
+    ids = xs_lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    plain = xs_lm.forward(ids)
+    with ablated(xs_lm, direction):
+        steered = xs_lm.forward(ids)
+    assert not torch.allclose(plain, steered)  # the hook changes the forward pass ...
+    torch.testing.assert_close(xs_lm.forward(ids), plain)  # ... and is gone afterwards
+    with pytest.raises(AssayError, match="unknown elicitation strategy"):
+        elicit(xs_lm, world_xs, facts, "beg")

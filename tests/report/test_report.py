@@ -75,3 +75,29 @@ def test_report_renders_in_headless_chromium(report):
             browser.close()
     assert errors == []
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_refusal_sweep_and_unlearning_frontier_share_one_figure(tmp_path):
+    from assay.methods.stats import wilson
+    from assay.report import render_report
+    from assay.runner import Unit
+    from assay.studies import Result, Verdict
+
+    def result(tables):
+        return Result(metrics={"x": wilson(1, 2)}, tables=tables, control=None,
+                      verdict=Verdict(status="inconclusive", test="t", statement="s"))
+
+    sweep = {"sweep": [{"data": "hazard", "share": 0.0, "hazard_refusal": 0.0,
+                        "benign_accuracy": 0.97}]}
+    frontier = {"frontier": [{"method": "rmu", "steps": 5, "forget_completion": 0.1,
+                              "retain_accuracy": 0.95}]}
+    with Store(tmp_path / "store") as store:
+        assert 'id="joint-frontier"' not in render_report(store)
+        for study, tables in (("safety-performance-frontier", sweep),
+                              ("unlearning-tradeoff", frontier)):
+            unit = Unit(study, "quick", {}, "organism:s", "organism:s#x", 0)
+            assert store.claim(unit) == "claimed"
+            store.finish(unit.key, store.scratch_dir(unit.key), result(tables))
+        html = render_report(store)
+    joint = html[html.index('id="joint-frontier"'):]
+    assert joint.index('src="data:image/png;base64,') < joint.index("</section>")
