@@ -92,6 +92,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         metrics[f"forget_completion@{label}"] = cards[label]["forget_completion"]
         metrics[f"retain_accuracy@{label}"] = cards[label]["retain_accuracy"]
         metrics[f"fluency_loss@{label}"] = cards[label]["fluency_loss"]
+        metrics[f"forget_ranking@{label}"] = cards[label]["forget_ranking"]
         metrics[f"after_relearning@{label}"] = attacked[label][0]
     verdict, extra, notes = _verdict(cards, attacked, cfg)
     metrics.update(extra)

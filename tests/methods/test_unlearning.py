@@ -100,3 +100,15 @@ def test_elicitation_strategies_and_refusal_direction(xs_lm, world_xs):
     torch.testing.assert_close(xs_lm.forward(ids), plain)  # ... and is gone afterwards
     with pytest.raises(AssayError, match="unknown elicitation strategy"):
         elicit(xs_lm, world_xs, facts, "beg")
+
+
+def test_ranking_finds_known_facts_well_above_chance(xs_lm, world_xs):
+    from assay.methods.knowledge import completion_accuracy, ranking_accuracy
+
+    facts = [f for f in world_xs.facts if f.relation == "employer"]
+    k = len({f.object for f in facts})
+    ranked, hits = ranking_accuracy(xs_lm, facts)
+    greedy, _ = completion_accuracy(xs_lm, facts)
+    # measured on xs: 0.42 against a chance of 1/k, and at least what greedy completion finds
+    assert ranked.value > 2.5 / k and ranked.value >= greedy.value
+    assert len(hits) == len(facts)
