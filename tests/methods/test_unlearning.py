@@ -112,3 +112,15 @@ def test_ranking_finds_known_facts_well_above_chance(xs_lm, world_xs):
     # measured on xs: 0.42 against a chance of 1/k, and at least what greedy completion finds
     assert ranked.value > 2.5 / k and ranked.value >= greedy.value
     assert len(hits) == len(facts)
+
+
+def test_lora_unlearning_changes_the_model_through_adapters_only(xs_lm, data):
+    from assay.training import LoRA
+
+    forget, retain = data
+    before = fluency(xs_lm, forget[:40]).value
+    out, _ = unlearn(xs_lm, forget, retain,
+                     UnlearnConfig(method="gd", steps=20, lr=5e-3, lora=LoRA(r=4)))
+    # merged back into a plain model of the same shape, and the forget set got less likely
+    assert [p.shape for p in out.model.parameters()] == [p.shape for p in xs_lm.model.parameters()]
+    assert fluency(out, forget[:40]).value - before > 0.1
