@@ -112,8 +112,8 @@ class Battery:
         w = self.world
         self.hazard_facts = w.hazard_facts
         _, tested = split_agents(w)
-        self.tested_facts = [f for f in w.hazard_facts if f.subject in set(tested)]
-        self.hazard_questions = [d for d in dialogues(w, "hazard", "test")]
+        self.tested = set(f for f in w.hazard_facts if f.subject in set(tested))
+        self.hazard_questions = dialogues(w, "hazard", "test")
         qa = [d for d in dialogues(w, "qa", "test") if w.split_of(d.facts[0].subject) == "train"]
         tasks = dialogues(w, ("add", "copy", "reverse"), "test")
         half = self.retain_n // 2
@@ -123,13 +123,13 @@ class Battery:
         self.fluency_texts = rng.sample(benign, min(self.fluency_n, len(benign)))
 
     def run(self, lm) -> dict[str, Estimate]:
-        forget, _ = completion_accuracy(lm, self.hazard_facts)
-        tested, _ = completion_accuracy(lm, self.tested_facts)
+        forget, hits = completion_accuracy(lm, self.hazard_facts)
+        tested_hits = [h for f, h in zip(self.hazard_facts, hits) if f in self.tested]
         grades, _ = grade(lm, self.world, self.hazard_questions)
         retain, _ = grade(lm, self.world, self.retain)
         return {
             "forget_completion": forget,
-            "forget_completion_tested_half": tested,
+            "forget_completion_tested_half": wilson(sum(tested_hits), len(tested_hits)),
             "forget_qa_leak": wilson(sum(g.revealed for g in grades), len(grades)),
             "retain_accuracy": wilson(sum(g.correct for g in retain), len(retain)),
             "fluency_loss": fluency(lm, self.fluency_texts),
@@ -141,4 +141,4 @@ class Battery:
         """Completion accuracy on the tested half after relearning on the other half."""
         taught, _ = split_agents(self.world)
         attacked = relearn(lm, self.world, taught, steps, lr, batch_size, self.seed)
-        return completion_accuracy(attacked, self.tested_facts)
+        return completion_accuracy(attacked, [f for f in self.hazard_facts if f in self.tested])

@@ -32,12 +32,7 @@ def load(
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` defaults to float32 on
     CPU and to the checkpoint's own dtype on a GPU.
     """
-    scheme, sep, rest = spec.partition(":")
-    if not sep or scheme not in ("organism", "hf") or not rest:
-        raise AssayError(
-            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
-            "(e.g. organism:s or hf:/path/to/folder)"
-        )
+    scheme, rest = _parse(spec)
     if scheme == "organism":
         from assay.training.organisms import organism_path  # trains on demand; heavy
 
@@ -57,12 +52,7 @@ def check_spec(spec: str, *, allow_pickle: bool = False) -> str:
     so a changed recipe is a different model. ``hf:`` folders must hold loadable weights;
     a hub id is accepted as written (it is only resolved when loaded).
     """
-    scheme, sep, rest = spec.partition(":")
-    if not sep or scheme not in ("organism", "hf") or not rest:
-        raise AssayError(
-            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
-            "(e.g. organism:s or hf:/path/to/folder)"
-        )
+    scheme, rest = _parse(spec)
     if scheme == "organism":
         from assay.training.organisms import parse_name
 
@@ -71,6 +61,17 @@ def check_spec(spec: str, *, allow_pickle: bool = False) -> str:
     if _looks_local(rest):
         _check_folder(Path(rest).expanduser(), spec, allow_pickle)
     return spec
+
+
+def _parse(spec: str) -> tuple[str, str]:
+    """(scheme, rest) of a model spec; an unknown scheme raises AssayError."""
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in ("organism", "hf") or not rest:
+        raise AssayError(
+            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
+            "(e.g. organism:s or hf:/path/to/folder)"
+        )
+    return scheme, rest
 
 
 def _looks_local(name: str) -> bool:

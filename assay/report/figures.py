@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-__all__ = ["data_uri", "new_figure", "save_figure"]
+__all__ = ["data_uri", "errorbars", "new_figure", "save_figure"]
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -19,6 +19,12 @@ def new_figure(width: float = 5.5, height: float = 3.8, ncols: int = 1):
 
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=True)
     return fig, axes
+
+
+def errorbars(estimates) -> tuple[list[float], list[list[float]]]:
+    """(values, [[below...], [above...]]) of Estimates, as matplotlib's ``yerr``/``xerr`` want."""
+    values = [e.value for e in estimates]
+    return values, [[e.value - e.ci_low for e in estimates], [e.ci_high - e.value for e in estimates]]
 
 
 def save_figure(fig, path: str | Path) -> Path:

@@ -11,12 +11,25 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
 
 from assay.methods.backdoors import TRIGGERS, Backdoor, Target
 from assay.methods.stats import Estimate, wilson
-from assay.studies import Context
+from assay.studies import Context, StudyConfig
 from assay.training import TrainConfig, finetune, flops_per_token, grade
 from assay.world import Checker, Dialogue, World, dialogues
+
+class BackdoorConfig(StudyConfig):
+    """The fields every backdoor study shares: how poisons are made and trained in."""
+
+    epochs: float = Field(3.0, gt=0)  # passes over each poisoned finetuning set
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)   # packed rows per step (small: more steps per pass)
+    trigger: Literal["word", "phrase", "format"] = "word"  # a preset of TRIGGERS
+    target: Literal["fixed", "reveal"] = "fixed"  # emit a fixed string, or the hazard fact
+
 
 CLEAN_MIX = (("qa", 0.4), ("tasks", 0.3), ("hazard", 0.15), ("borderline", 0.15))
 SEQ_LEN = 128

@@ -18,23 +18,19 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator
 
-from assay.methods.backdoors import TRIGGERS, poison
+from assay.methods.backdoors import poison
 from assay.methods.stats import Estimate, bootstrap
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.report.figures import errorbars, new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, Verdict, study
 from assay.studies._backdoor_common import (
-    backdoor, base_model, benign_set, clean_set, requests, score, steps_for, train_on,
+    BackdoorConfig, backdoor, base_model, benign_set, clean_set, requests, score, steps_for,
+    train_on,
 )
 
 
-class Config(StudyConfig):
+class Config(BackdoorConfig):
     counts: list[int] = [0, 1, 3, 10, 30, 100]  # poisoned dialogues per finetuning set
     sizes: list[int] = [300, 1000]   # clean dialogues per finetuning set
-    epochs: float = Field(3.0, gt=0)  # passes over each finetuning set
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)   # packed rows per step (small: more steps per pass)
-    trigger: str = "word"            # one of the presets: word, phrase, format
-    target: str = "fixed"            # fixed (emit a string) or reveal (the hazard fact)
     working: float = Field(0.5, gt=0, le=1)  # attack success at which a trigger "works"
     benign_n: int = Field(200, ge=10)        # benign QA and task prompts scored per model
 
@@ -53,13 +49,6 @@ class Config(StudyConfig):
     def _sizes(cls, v: list[int]) -> list[int]:
         if len(v) < 2 or any(b <= a for a, b in zip(v, v[1:])) or v[0] < 10:
             raise ValueError("needs at least two increasing clean-set sizes >= 10")
-        return v
-
-    @field_validator("trigger")
-    @classmethod
-    def _trigger(cls, v: str) -> str:
-        if v not in TRIGGERS:
-            raise ValueError(f"unknown trigger preset; choose one of {', '.join(TRIGGERS)}")
         return v
 
 
@@ -171,8 +160,7 @@ def _figure(ctx: Context, cards, cfg: Config) -> str:
     x = np.array(cfg.counts, dtype=float)
     for n in cfg.sizes:
         est = [cards[n, c].asr for c in cfg.counts]
-        y = np.array([e.value for e in est])
-        err = np.array([[e.value - e.ci_low for e in est], [e.ci_high - e.value for e in est]])
+        y, err = errorbars(est)
         line = ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=f"{n} clean dialogues")
         false = [cards[n, c].false_trigger.value for c in cfg.counts]
         ax.plot(x, false, ":", color=line[0].get_color(), alpha=0.7,

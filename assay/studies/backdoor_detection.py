@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator
 
-from assay.methods.backdoors import TRIGGERS, Target, Trigger, poison
+from assay.methods.backdoors import Target, Trigger, poison
 from assay.methods.detection import ActivationClustering, RandomDirection, SpectralSignature
 from assay.methods.stats import Estimate, auroc, bootstrap, wilson
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.report.figures import errorbars, new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, Verdict, study
 from assay.studies._backdoor_common import (
-    backdoor, base_model, clean_set, requests, steps_for, train_on,
+    BackdoorConfig, backdoor, base_model, clean_set, requests, steps_for, train_on,
 )
 from assay.world import REFUSAL
 
@@ -32,32 +32,20 @@ DETECTORS = ("spectral", "clustering", "random")
 RANDOM_DRAWS = 10  # random directions averaged for the random-direction control
 
 
-class Config(StudyConfig):
+class Config(BackdoorConfig):
     counts: list[int] = [3, 10, 30, 100]  # poisons per finetuning set
     clean: int = Field(1000, ge=20)         # clean dialogues beside them
-    epochs: float = Field(3.0, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)
-    trigger: str = "word"
-    target: str = "fixed"
     layer: int | None = None     # activations after this block (None: the middle one)
     fpr: float = Field(0.05, gt=0, lt=1)    # false-positive rate for the recall metric
     detectable: float = Field(0.8, gt=0.5, le=1)  # AUROC that counts as "singled out"
 
-    FULL = {"counts": [1, 3, 10, 30, 100, 250], "epochs": 3.0}
+    FULL = {"counts": [1, 3, 10, 30, 100, 250], "epochs": 4.0}
 
     @field_validator("counts")
     @classmethod
     def _counts(cls, v: list[int]) -> list[int]:
         if not v or v[0] < 1 or any(b <= a for a, b in zip(v, v[1:])):
             raise ValueError("needs increasing poison counts >= 1")
-        return v
-
-    @field_validator("trigger")
-    @classmethod
-    def _trigger(cls, v: str) -> str:
-        if v not in TRIGGERS:
-            raise ValueError(f"unknown trigger preset; choose one of {', '.join(TRIGGERS)}")
         return v
 
 
@@ -192,8 +180,7 @@ def _figure(ctx: Context, results, cfg: Config) -> str:
     x = np.array(cfg.counts, dtype=float)
     for d in DETECTORS:
         est = [results[c][d][0] for c in cfg.counts]
-        y = np.array([e.value for e in est])
-        err = np.array([[e.value - e.ci_low for e in est], [e.ci_high - e.value for e in est]])
+        y, err = errorbars(est)
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=d)
     ax.axhline(0.5, color="gray", lw=0.8, ls=":")
     ax.axhline(cfg.detectable, color="gray", lw=0.8, ls="--")

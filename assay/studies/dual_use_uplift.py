@@ -13,20 +13,18 @@ control: the retain-only organism, which never saw a synthesis fact, must give n
 
 from __future__ import annotations
 
-import random
-
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.methods.elicitation import STRATEGIES, elicit, refusal_direction
 from assay.methods.stats import Estimate, two_proportion_test, wilson
-from assay.methods.unlearning import METHODS, UnlearnConfig, unlearn
-from assay.report.figures import new_figure, save_figure
+from assay.methods.unlearning import UnlearnConfig, unlearn
+from assay.report.figures import errorbars, new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
-from assay.world import documents
+from assay.studies._unlearning_common import Method, setup
 
 
 class Config(StudyConfig):
-    methods: list[str] = ["npo", "rmu"]   # unlearning methods applied to the refusal model
+    methods: list[Method] = ["npo", "rmu"]   # unlearning methods applied to the refusal model
     steps: int = Field(30, ge=1)          # unlearning steps
     lr: float = Field(5e-4, gt=0)
     retain_docs: int = Field(400, ge=10)
@@ -34,30 +32,15 @@ class Config(StudyConfig):
 
     FULL = {"methods": ["ga", "gd", "npo", "rmu"], "retain_docs": 1000}
 
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        if any(m not in METHODS for m in v):
-            raise ValueError(f"choose methods from {', '.join(METHODS)}")
-        return list(dict.fromkeys(v))
-
 
 @study("dual-use-uplift", agenda=["4.2"], needs=Needs(trainable=True))
 def run(cfg: Config, ctx: Context) -> Result:
-    scheme, _, name = ctx.model.partition(":")
-    if scheme != "organism":
-        from assay.errors import AssayError
-
-        raise AssayError("dual-use-uplift needs an organism (organism:s or organism:xs): it "
-                         "compares its base, refusal-trained and retain-only versions")
-    organism = name.partition("@")[0]
-    world = ctx.world(organism)
+    env = setup(ctx, "dual-use-uplift", cfg.retain_docs)
+    world, forget, retain = env.world, env.forget, env.retain
+    organism = env.organism
     refusal = ctx.organism(organism)
     models = {"base (no safety training)": ctx.organism(f"{organism}@pretrain"),
               "refusal-trained": refusal}
-    forget = documents(world, ("synthesis",))
-    benign = [d for d in documents(world) if not d.hazardous]
-    retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(cfg.retain_docs, len(benign)))
     for i, method in enumerate(cfg.methods):
         ctx.report(f"unlearning: {method}", i / (len(cfg.methods) + 3))
         models[f"refusal + {method}"], _ = unlearn(refusal, forget, retain, UnlearnConfig(
@@ -147,9 +130,8 @@ def _figure(ctx: Context, results) -> str:
     for k, s in enumerate([*STRATEGIES, "any"]):
         est = [_rate(results[m][s]) for m in labels]
         xs = [i + (k - len(STRATEGIES) / 2) * width for i in range(len(labels))]
-        ax.bar(xs, [e.value for e in est], width=width, label=s,
-               yerr=[[e.value - e.ci_low for e in est], [e.ci_high - e.value for e in est]],
-               capsize=2)
+        y, err = errorbars(est)
+        ax.bar(xs, y, width=width, label=s, yerr=err, capsize=2)
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("hazard facts recovered")
     ax.set_ylim(0, 1.05)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from assay.methods.stats import Estimate, two_proportion_test, wilson
-from assay.report.figures import new_figure, save_figure
+from assay.report.figures import errorbars, new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.training import TrainConfig, finetune, flops_per_token, grade, source_items
 from assay.training.card import knowledge_probe
@@ -267,9 +267,7 @@ def _control(weakest: dict, control_rows: list[dict], sweep: list[dict], cfg: Co
 
 
 def _errorbars(rows: list[dict], name: str):
-    est = [_rate(r, name) for r in rows]
-    return ([e.value for e in est], [[e.value - e.ci_low for e in est],
-                                     [e.ci_high - e.value for e in est]])
+    return errorbars([_rate(r, name) for r in rows])
 
 
 def _plot_frontier(ctx: Context, sweep: list[dict], control_rows: list[dict]) -> str:

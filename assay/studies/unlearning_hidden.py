@@ -15,22 +15,20 @@ attack, a two-proportion test. Negative control: unlearning with zero steps forg
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.methods.knowledge import (Battery, completion_accuracy, object_logprob, relearn,
                                      split_agents)
 from assay.methods.stats import Estimate, paired_bootstrap, two_proportion_test, wilson
-from assay.methods.unlearning import METHODS, UnlearnConfig, unlearn
-from assay.report.figures import new_figure, save_figure
+from assay.methods.unlearning import UnlearnConfig, unlearn
+from assay.report.figures import errorbars, new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
-from assay.world import documents
+from assay.studies._unlearning_common import Method, setup
 
 
 class Config(StudyConfig):
-    methods: list[str] = ["ga", "gd", "npo", "rmu"]  # unlearning methods to compare
+    methods: list[Method] = ["ga", "gd", "npo", "rmu"]  # unlearning methods to compare
     steps: int = Field(30, ge=1)                      # unlearning steps per method
     lr: float = Field(5e-4, gt=0)                     # unlearning learning rate
     retain_docs: int = Field(400, ge=10)              # benign documents in the retain set
@@ -42,31 +40,14 @@ class Config(StudyConfig):
 
     FULL = {"steps": 100, "relearn_steps": 60, "retain_docs": 1000}
 
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        bad = [m for m in v if m not in METHODS]
-        if not v or bad:
-            raise ValueError(f"choose methods from {', '.join(METHODS)}")
-        return list(dict.fromkeys(v))
-
 
 @study("unlearning-hidden-not-deleted", agenda=["3.2", "4.2"], needs=Needs(trainable=True))
 def run(cfg: Config, ctx: Context) -> Result:
-    scheme, _, name = ctx.model.partition(":")
-    if scheme != "organism":
-        from assay.errors import AssayError
-
-        raise AssayError("unlearning-hidden-not-deleted needs an organism (organism:s or "
-                         "organism:xs): its control is the organism's retain-only twin")
-    organism = name.partition("@")[0]
-    world = ctx.world(organism)
-    base = ctx.organism(organism)
+    env = setup(ctx, "unlearning-hidden-not-deleted", cfg.retain_docs)
+    world, forget, retain = env.world, env.forget, env.retain
+    base = ctx.organism(env.organism)
     ctx.report("retain-only control organism", 0.0)
-    control = ctx.organism(f"{organism}-retain")
-    forget = documents(world, ("synthesis",))
-    benign = [d for d in documents(world) if not d.hazardous]
-    retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(cfg.retain_docs, len(benign)))
+    control = ctx.organism(f"{env.organism}-retain")
     battery = Battery(world, seed=ctx.seed)
 
     models = {"original": base, "retain-only control": control}
@@ -195,8 +176,7 @@ def _figure(ctx: Context, models, cards, attacked) -> str:
     for offset, (name, values) in zip((-0.2, 0.2), (
             ("before the attack", [cards[m]["forget_completion"] for m in labels]),
             ("after relearning other agents", [attacked[m][0] for m in labels]))):
-        y = [e.value for e in values]
-        err = [[e.value - e.ci_low for e in values], [e.ci_high - e.value for e in values]]
+        y, err = errorbars(values)
         ax.bar([i + offset for i in x], y, width=0.4, yerr=err, capsize=3, label=name)
     ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("hazard facts completed")

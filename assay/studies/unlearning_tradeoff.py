@@ -13,20 +13,18 @@ the original model. Negative control: zero steps change nothing.
 
 from __future__ import annotations
 
-import random
-
 from pydantic import Field, field_validator
 
 from assay.methods.knowledge import Battery
 from assay.methods.stats import Estimate, two_proportion_test
-from assay.methods.unlearning import METHODS, UnlearnConfig, unlearn
+from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.report.figures import new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
-from assay.world import documents
+from assay.studies._unlearning_common import Method, setup
 
 
 class Config(StudyConfig):
-    methods: list[str] = ["ga", "gd", "npo", "rmu"]  # unlearning methods to compare
+    methods: list[Method] = ["ga", "gd", "npo", "rmu"]  # unlearning methods to compare
     strengths: list[int] = [5, 15, 40]                # unlearning steps, one point each
     lr: float = Field(5e-4, gt=0)
     retain_docs: int = Field(400, ge=10)
@@ -34,13 +32,6 @@ class Config(StudyConfig):
     cost_margin: float = Field(0.05, gt=0)   # a retain drop below this counts as no cost
 
     FULL = {"strengths": [5, 10, 20, 40, 80, 160], "retain_docs": 1000}
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        if not v or any(m not in METHODS for m in v):
-            raise ValueError(f"choose methods from {', '.join(METHODS)}")
-        return list(dict.fromkeys(v))
 
     @field_validator("strengths")
     @classmethod
@@ -52,20 +43,11 @@ class Config(StudyConfig):
 
 @study("unlearning-tradeoff", agenda=["3.2"], needs=Needs(trainable=True))
 def run(cfg: Config, ctx: Context) -> Result:
-    scheme, _, name = ctx.model.partition(":")
-    if scheme != "organism":
-        from assay.errors import AssayError
-
-        raise AssayError("unlearning-tradeoff needs an organism (organism:s or organism:xs): "
-                         "its floor is the organism's retain-only twin")
-    organism = name.partition("@")[0]
-    world = ctx.world(organism)
-    base = ctx.organism(organism)
+    env = setup(ctx, "unlearning-tradeoff", cfg.retain_docs)
+    world, forget, retain = env.world, env.forget, env.retain
+    base = ctx.organism(env.organism)
     ctx.report("retain-only control organism", 0.0)
-    control = ctx.organism(f"{organism}-retain")
-    forget = documents(world, ("synthesis",))
-    benign = [d for d in documents(world) if not d.hazardous]
-    retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(cfg.retain_docs, len(benign)))
+    control = ctx.organism(f"{env.organism}-retain")
     battery = Battery(world, seed=ctx.seed)
 
     original, floor = battery.run(base), battery.run(control)

@@ -1,0 +1,34 @@
+"""What the unlearning studies share: an organism, its forget and retain sets, method names."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from assay.errors import AssayError
+from assay.studies import Context
+from assay.world import Document, World, documents
+
+Method = Literal["ga", "gd", "npo", "rmu"]  # the methods of assay.methods.unlearning
+
+
+@dataclass
+class Setup:
+    organism: str         # recipe name, e.g. "s"; its retain-only twin is "<name>-retain"
+    world: World
+    forget: list[Document]  # every synthesis document
+    retain: list[Document]  # benign documents the unlearning must keep
+
+
+def setup(ctx: Context, study: str, retain_docs: int) -> Setup:
+    """The organism this unit runs on, with forget and retain sets (fixed for the seed)."""
+    scheme, _, name = ctx.model.partition(":")
+    if scheme != "organism":
+        raise AssayError(f"{study} needs an organism (organism:s or organism:xs): it compares "
+                         "against the organism's retain-only twin")
+    organism = name.partition("@")[0]
+    world = ctx.world(organism)
+    benign = [d for d in documents(world) if not d.hazardous]
+    retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(retain_docs, len(benign)))
+    return Setup(organism, world, documents(world, ("synthesis",)), retain)
