@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,31 +155,37 @@ class LM:
         """Logits (B, T, V) from input embeddings (B, T, D), with autograd (for GCG-style attacks)."""
         return self._logits(embeds=inputs_embeds, mask=attention_mask)
 
-    @torch.no_grad()
     def activations(self, texts: list[str], site: str, reduce: str = "mean",
                     batch_size: int = 32) -> torch.Tensor:
         """One vector per text at ``site``: (N, D), averaged over its tokens or its last token.
 
         ``reduce`` is ``mean`` (over the text's real tokens) or ``last`` (the final token).
         """
+        return self.activations_at(texts, [site], reduce, batch_size)[site]
+
+    @torch.no_grad()
+    def activations_at(self, texts: list[str], sites: Sequence[str], reduce: str = "mean",
+                       batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """Like `activations`, for several sites read in one pass: {site: (N, D)}."""
         if reduce not in ("mean", "last"):
             raise AssayError(f"unknown reduce {reduce!r}: use 'mean' or 'last'")
         if not texts:
             raise AssayError("activations of no texts: pass at least one text")
-        out = []
+        out: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
         seqs = self.encode(texts)
         for start in range(0, len(seqs), batch_size):
             ids, mask = self._pad(seqs[start:start + batch_size], "right")
-            with self.hooks(read=[site]) as cache:
+            with self.hooks(read=sites) as cache:
                 self._logits(ids=ids, mask=mask)
-            x = cache[site].float()  # (B, T, D)
-            if reduce == "mean":
-                m = mask.unsqueeze(-1).to(x.dtype)
-                out.append((x * m).sum(1) / m.sum(1))
-            else:
-                last = mask.sum(1) - 1  # (B,)
-                out.append(x[torch.arange(x.shape[0], device=x.device), last])
-        return torch.cat(out).cpu()
+            for site in sites:
+                x = cache[site].float()  # (B, T, D)
+                if reduce == "mean":
+                    m = mask.unsqueeze(-1).to(x.dtype)
+                    out[site].append((x * m).sum(1) / m.sum(1))
+                else:
+                    last = mask.sum(1) - 1  # (B,)
+                    out[site].append(x[torch.arange(x.shape[0], device=x.device), last])
+        return {site: torch.cat(parts).cpu() for site, parts in out.items()}
 
     # ---- scoring --------------------------------------------------------------
 

@@ -124,3 +124,33 @@ def test_lora_unlearning_changes_the_model_through_adapters_only(xs_lm, data):
     # merged back into a plain model of the same shape, and the forget set got less likely
     assert [p.shape for p in out.model.parameters()] == [p.shape for p in xs_lm.model.parameters()]
     assert fluency(out, forget[:40]).value - before > 0.1
+
+
+def test_latent_probe_reads_known_numbers_and_not_unknown_ones(xs_lm, world_xs, assay_home,
+                                                               monkeypatch):
+    import dataclasses
+    import random
+
+    from assay.methods.knowledge import LatentProbe
+    from assay.models import load
+
+    years = [f for f in world_xs.facts
+             if f.relation == "birth_year" and world_xs.split_of(f.subject) == "train"]
+    shuffled = [f.object for f in years]
+    random.Random(1).shuffle(shuffled)
+    wrong = [dataclasses.replace(f, object=o) for f, o in zip(years, shuffled)]
+    # The decade of a known birth year is in the residual stream (measured on xs: 0.68) ...
+    known = LatentProbe(world_xs, facts=years, digit=2).run(xs_lm)["mean"]
+    # ... the same probe scored against years the model never learned is near chance (0.15).
+    unknown = LatentProbe(world_xs, facts=wrong, digit=2).run(xs_lm)["mean"]
+    assert known.value >= 0.5 and known.ci_low > unknown.ci_high
+
+    monkeypatch.setenv("ASSAY_HOME", assay_home)
+    control = load("organism:xs-retain")
+    hazard = LatentProbe(world_xs)  # synthesis temperatures, never in the control's data
+    floor = hazard.run(control)["mean"].value
+    assert floor <= 0.1                                    # measured: 0.00
+    assert hazard.run(xs_lm)["mean"].value >= floor + 0.1  # measured: 0.19
+
+    with pytest.raises(AssayError, match="reads digits"):
+        LatentProbe(world_xs, facts=[f for f in world_xs.facts if f.relation == "employer"])
