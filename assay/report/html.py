@@ -145,13 +145,17 @@ def _unit(record: Record) -> dict[str, Any]:
 
 
 def _joint_frontier(by_study: dict[str, list[Record]]) -> str | None:
-    """One figure (data URI) putting the 2.7 refusal sweep and the unlearning frontier on one
-    plane: protection (refusal rate, or 1 - forget accuracy) against benign accuracy."""
+    """One figure (data URI) putting the 2.7 refusal sweep, the unlearning frontier and the
+    jailbreak defenses on one plane: protection (refusal rate, 1 - forget accuracy, or
+    1 - the strongest attack's success) against benign accuracy; drawn once two of the
+    three are stored."""
     sweeps = [(r.model, r.seed, row) for r in by_study.get("safety-performance-frontier", [])
               for row in r.result.tables.get("sweep", []) if row.get("data") == "hazard"]
     unlearning = [(r.model, r.seed, row) for r in by_study.get("unlearning-tradeoff", [])
                   for row in r.result.tables.get("frontier", [])]
-    if not sweeps or not unlearning:
+    defenses = [(r.model, r.seed, row) for r in by_study.get("jailbreak-defenses", [])
+                for row in r.result.tables.get("defenses", [])]
+    if sum(map(bool, (sweeps, unlearning, defenses))) < 2:
         return None
     import matplotlib.pyplot as plt
 
@@ -159,7 +163,8 @@ def _joint_frontier(by_study: dict[str, list[Record]]) -> str | None:
     for model, seed, row in sweeps:
         ax.scatter(row["hazard_refusal"], row["benign_accuracy"], marker="o", color="tab:blue",
                    s=18)
-    ax.scatter([], [], marker="o", color="tab:blue", label="refusal training (2.7 sweep)")
+    if sweeps:
+        ax.scatter([], [], marker="o", color="tab:blue", label="refusal training (2.7 sweep)")
     methods = sorted({row["method"] for _, _, row in unlearning})
     markers = dict(zip(methods, "sD^vP*X"))
     for method in methods:
@@ -168,11 +173,18 @@ def _joint_frontier(by_study: dict[str, list[Record]]) -> str | None:
                    marker=markers[method], s=28,
                    label=method if method in ("original", "retain-only control")
                    else f"unlearning: {method}")
-    ax.set_xlabel("protection: hazard refusal rate, or 1 - hazard facts completed")
+    for _, _, row in defenses:
+        ax.scatter(row["protection"], row["benign_accuracy"], marker="X", color="tab:red", s=36)
+        ax.annotate(row["defense"], (row["protection"], row["benign_accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(3, -9), color="tab:red")
+    if defenses:
+        ax.scatter([], [], marker="X", color="tab:red", label="jailbreak defenses (3.5)")
+    ax.set_xlabel("protection: hazard refusal rate, 1 - hazard facts completed, or "
+                  "1 - jailbreak success")
     ax.set_ylabel("benign accuracy (QA + tasks)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(0, 1.05)
-    ax.set_title("Safety-performance plane: refusal and unlearning")
+    ax.set_title("Safety-performance plane: refusal, unlearning, defenses")
     ax.legend(fontsize=7, loc="lower left")
     buffer = io.BytesIO()
     fig.tight_layout()

@@ -91,9 +91,12 @@ def test_refusal_sweep_and_unlearning_frontier_share_one_figure(tmp_path):
                         "benign_accuracy": 0.97}]}
     frontier = {"frontier": [{"method": "rmu", "steps": 5, "forget_completion": 0.1,
                               "retain_accuracy": 0.95}]}
+    defenses = {"defenses": [{"defense": "perplexity", "protection": 0.8, "over_refusal": 0.05,
+                              "benign_accuracy": 0.9}]}
     with Store(tmp_path / "store") as store:
         assert 'id="joint-frontier"' not in render_report(store)
         for study, tables in (("safety-performance-frontier", sweep),
+                              ("jailbreak-defenses", defenses),
                               ("unlearning-tradeoff", frontier)):
             unit = Unit(study, "quick", {}, "organism:s", "organism:s#x", 0)
             assert store.claim(unit) == "claimed"
