@@ -12,8 +12,11 @@ def world_xs() -> World:
 
 @pytest.fixture(scope="session")
 def assay_home(tmp_path_factory) -> str:
-    """One organism cache for the whole session (xs trains once)."""
-    return str(tmp_path_factory.mktemp("assay_home"))
+    """One organism cache for the whole session (xs trains once); ASSAY_TEST_HOME reuses a
+    cache across sessions when iterating locally (CI always starts empty)."""
+    import os
+
+    return os.environ.get("ASSAY_TEST_HOME") or str(tmp_path_factory.mktemp("assay_home"))
 
 
 @pytest.fixture(scope="session")
