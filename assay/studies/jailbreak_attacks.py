@@ -148,12 +148,13 @@ def _control(benign, best: str, cfg: Config) -> Control:
 def _figure(ctx: Context, results) -> str:
     names = list(results)
     fig, ax = new_figure(width=6.5)
-    y, err = errorbars([_rate([a.success for a in results[n]]) for n in names])
+    rates = [_rate([a.success for a in results[n]]) for n in names]
+    y, err = errorbars(rates)
     ax.bar(range(len(names)), y, yerr=err, capsize=3, color="tab:red")
     for i, n in enumerate(names):
         q = np.mean([a.queries for a in results[n]])
-        ax.annotate(f"{q:.0f} q", (i, y[i]), textcoords="offset points", xytext=(0, 12),
-                    ha="center", fontsize=7)
+        ax.annotate(f"{q:.0f} q", (i, rates[i].ci_high), textcoords="offset points",
+                    xytext=(0, 4), ha="center", fontsize=7)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("hazard facts revealed")
     ax.set_ylim(0, 1.1)

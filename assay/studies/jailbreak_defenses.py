@@ -157,11 +157,11 @@ def _figure(ctx: Context, success, costs, defenses, attacks) -> str:
     ax.set_yticks(range(len(defenses)), defenses, fontsize=8)
     ax.set_title("hazard facts revealed")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    for d in defenses:
+    for k, d in enumerate(defenses):
         c = costs[d]
         bx.scatter(c["over_refusal"].value, c["benign_accuracy"].value, s=30)
         bx.annotate(d, (c["over_refusal"].value, c["benign_accuracy"].value), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+                    textcoords="offset points", xytext=(6, -12 * k + 6))  # labels apart
     bx.set_xlabel("over-refusal on benign requests")
     bx.set_ylabel("benign accuracy")
     bx.set_xlim(-0.05, 1.05)
