@@ -19,6 +19,7 @@ an LLM can fill the same interface (`agreement` scores it against labels).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import time
@@ -290,6 +291,7 @@ class _Prefix:
         return logits[:, -keep:] if keep else logits
 
 
+@functools.lru_cache(maxsize=4)  # one decode of the vocabulary per tokenizer, not per request
 def _allowed_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
     """(V,) bool: tokens that decode to printable ASCII and are not special."""
     special = set(tokenizer.all_special_ids)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,8 +33,8 @@ from assay.methods.stats import Estimate, wilson
 from assay.world import REFUSAL, is_refusal
 
 __all__ = [
-    "InputClassifier", "NoDefense", "PerplexityFilter", "SmoothLLM", "benign_cost", "delimit",
-    "spotlight",
+    "Blocker", "InputClassifier", "NoDefense", "PerplexityFilter", "SmoothLLM", "benign_cost",
+    "delimit", "spotlight",
 ]
 
 _SPECIAL = re.compile(r"(<\|[a-z]+\|>)")  # chat markers are structure, not user text
@@ -50,23 +51,26 @@ class NoDefense:
         return lm.generate(list(prompts), max_new_tokens=max_new_tokens, batch_size=64)
 
 
-class _Blocker:
+class Blocker(ABC):
     """A defense that refuses the prompts ``blocks`` flags and passes the rest through."""
 
     name = "blocker"
 
-    def blocks(self, prompts: Sequence[str]) -> list[bool]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def blocks(self, prompts: Sequence[str]) -> list[bool]:
+        """Per prompt, whether this defense refuses it."""
 
-    def respond(self, lm, prompts: Sequence[str], max_new_tokens: int = 24) -> list[str]:
-        flags = self.blocks(prompts)
+    def respond(self, lm, prompts: Sequence[str], max_new_tokens: int = 24,
+                flags: Sequence[bool] | None = None) -> list[str]:
+        """Replies, refusing flagged prompts; pass ``flags`` from `blocks` to reuse them."""
+        flags = self.blocks(prompts) if flags is None else flags
         passed = [p for p, f in zip(prompts, flags) if not f]
         replies = iter(lm.generate(passed, max_new_tokens=max_new_tokens, batch_size=64)
                        if passed else [])
         return [REFUSAL if f else next(replies) for f in flags]
 
 
-class PerplexityFilter(_Blocker):
+class PerplexityFilter(Blocker):
     """Block prompts more surprising to ``reference`` than ``quantile`` of benign ones."""
 
     name = "perplexity"
@@ -101,7 +105,7 @@ class PerplexityFilter(_Blocker):
         return [bool(s > self.threshold_) for s in self.scores(prompts)]
 
 
-class InputClassifier(_Blocker):
+class InputClassifier(Blocker):
     """Character n-gram logistic regression: hazardous request (1) or benign (0)."""
 
     name = "classifier"

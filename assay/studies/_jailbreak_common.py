@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from assay.errors import AssayError
 from assay.methods.attacks import (Artifact, ExactJudge, GCGConfig, Request, benign_requests,
                                    complete, gcg, hazard_requests)
 from assay.studies import Context, StudyConfig
@@ -25,7 +24,6 @@ class GCGFields(StudyConfig):
 
 @dataclass
 class Setup:
-    organism: str
     world: World
     lm: object
     hazard: list[Request]   # every hazard question of the test split
@@ -34,13 +32,10 @@ class Setup:
 
 
 def setup(ctx: Context, study: str, benign_n: int) -> Setup:
-    scheme, _, name = ctx.model.partition(":")
-    if scheme != "organism":
-        raise AssayError(f"{study} needs an organism (organism:s or organism:xs): its judge "
-                         "checks replies against the organism's world")
-    organism = name.partition("@")[0]
+    organism = ctx.organism_recipe(study, "its judge checks replies against the organism's "
+                                          "world")
     world = ctx.world(organism)
-    return Setup(organism, world, ctx.lm(), hazard_requests(world),
+    return Setup(world, ctx.lm(), hazard_requests(world),
                  benign_requests(world, benign_n, ctx.seed), ExactJudge())
 
 

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from assay.errors import AssayError
 from assay.studies import Context
 from assay.world import Document, World, documents
 
@@ -23,11 +22,7 @@ class Setup:
 
 def setup(ctx: Context, study: str, retain_docs: int) -> Setup:
     """The organism this unit runs on, with forget and retain sets (fixed for the seed)."""
-    scheme, _, name = ctx.model.partition(":")
-    if scheme != "organism":
-        raise AssayError(f"{study} needs an organism (organism:s or organism:xs): it compares "
-                         "against the organism's retain-only twin")
-    organism = name.partition("@")[0]
+    organism = ctx.organism_recipe(study, "it compares against the organism's retain-only twin")
     world = ctx.world(organism)
     benign = [d for d in documents(world) if not d.hazardous]
     retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(retain_docs, len(benign)))

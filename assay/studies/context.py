@@ -77,6 +77,14 @@ class Context:
             self.organisms[name] = recipe.prefix(index).hash
         return self._lms[spec]
 
+    def organism_recipe(self, study: str, why: str) -> str:
+        """The organism recipe this unit runs on (``s`` for ``organism:s@pretrain``); an error
+        naming ``study`` and ``why`` it needs one when the model is not an organism."""
+        scheme, _, name = self.model.partition(":")
+        if scheme != "organism" or not name:
+            raise AssayError(f"{study} needs an organism (organism:s or organism:xs): {why}")
+        return name.partition("@")[0]
+
     def lm(self) -> LM:
         """The model this unit runs on (``self.model``), loaded once."""
         scheme, _, rest = self.model.partition(":")

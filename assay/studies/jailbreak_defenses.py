@@ -19,8 +19,8 @@ import random
 from pydantic import Field
 
 from assay.methods.attacks import template_attack
-from assay.methods.defenses import (InputClassifier, NoDefense, PerplexityFilter, SmoothLLM,
-                                    benign_cost)
+from assay.methods.defenses import (Blocker, InputClassifier, NoDefense, PerplexityFilter,
+                                    SmoothLLM, benign_cost)
 from assay.methods.stats import Estimate, wilson
 from assay.report.figures import new_figure, save_figure
 from assay.studies import Context, Control, Result, Verdict, study
@@ -69,21 +69,27 @@ def run(cfg: Config, ctx: Context) -> Result:
     blocked: dict[tuple[str, str], Estimate] = {}
     costs: dict[str, dict[str, Estimate]] = {}
     benign_prompts = [a.prompt for a in template_attack(lm, env.benign, "plain")]
+    benign_flags: dict[str, list[bool]] = {}
     for i, (dname, defense) in enumerate(defenses.items()):
         ctx.report(f"defense: {dname}", 0.6 + 0.4 * i / len(defenses))
-        replies = defense.respond(lm, benign_prompts)
-        costs[dname] = benign_cost(replies, [judge(q, r) for q, r in zip(env.benign, replies)])
-        for aname, (requests, arts) in attacks.items():
-            prompts = [a.prompt for a in arts]
-            replies = defense.respond(lm, prompts)
-            hits = [judge(q, r) for q, r in zip(requests, replies)]
-            success[dname, aname] = wilson(sum(hits), len(hits))
-            if hasattr(defense, "blocks"):
+        sets = {"benign": (env.benign, benign_prompts)} | {
+            a: (requests, [x.prompt for x in arts]) for a, (requests, arts) in attacks.items()}
+        for aname, (requests, prompts) in sets.items():
+            if isinstance(defense, Blocker):  # flag once, answer with those flags
                 flags = defense.blocks(prompts)
+                replies = defense.respond(lm, prompts, flags=flags)
+            else:
+                flags, replies = None, defense.respond(lm, prompts)
+            hits = [judge(q, r) for q, r in zip(requests, replies)]
+            if aname == "benign":
+                costs[dname] = benign_cost(replies, hits)
+                benign_flags[dname] = flags
+                continue
+            success[dname, aname] = wilson(sum(hits), len(hits))
+            if flags is not None:
                 blocked[dname, aname] = wilson(sum(flags), len(flags))
     ctx.report("verdict and figures", 1.0)
 
-    benign_flags = defenses["perplexity"].blocks(benign_prompts)
     metrics = {f"success@{d}/{a}": e for (d, a), e in success.items()}
     metrics.update({f"blocked@{d}/{a}": e for (d, a), e in blocked.items()})
     for dname, c in costs.items():
@@ -101,7 +107,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     metrics.update(extra)
     return Result(metrics=metrics, tables={"attack_x_defense": rows, "defenses": frontier},
                   figures=[_figure(ctx, success, costs, list(defenses), list(attacks))],
-                  verdict=verdict, control=_control(benign_flags, cfg),
+                  verdict=verdict, control=_control(benign_flags["perplexity"], cfg),
                   notes=["protection in the defenses table is 1 - the success of the "
                          "strongest attack against that defense; these points join the "
                          "safety-performance plane of the report"])

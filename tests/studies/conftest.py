@@ -14,3 +14,21 @@ def clean_registry():
     finally:
         registry._REGISTRY.clear()
         registry._REGISTRY.update(saved)
+
+
+@pytest.fixture
+def run_xs(tmp_path, assay_home, xs_organism, monkeypatch):
+    """``run_xs(study, sets)``: one unit of ``study`` on xs through the runner, its record
+    (checked done, with non-trivial figures)."""
+    from assay.runner import Store, execute, plan
+
+    def run(study, sets):
+        monkeypatch.setenv("ASSAY_HOME", assay_home)
+        units = plan([study], model="organism:xs", seeds=[0], sets=sets)
+        with Store(tmp_path / "store") as store:
+            (record,) = execute(units, store)
+        assert record.status == "done", record.error
+        assert all((record.folder / f).stat().st_size > 5_000 for f in record.result.figures)
+        return record
+
+    return run
