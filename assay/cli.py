@@ -22,8 +22,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="assay: a laboratory for LLM alignment and safety challenges.")
 organisms_app = typer.Typer(no_args_is_help=True, help="Model organisms: list, train, card.")
 models_app = typer.Typer(no_args_is_help=True, help="Inspect any model the wrapper loads.")
+export_app = typer.Typer(no_args_is_help=True, help="Write world evaluations for other tools.")
 app.add_typer(organisms_app, name="organisms")
 app.add_typer(models_app, name="models")
+app.add_typer(export_app, name="export")
 
 out = Console()
 err = Console(stderr=True)
@@ -309,6 +311,20 @@ def models_show(spec: str, allow_pickle: bool = typer.Option(
                      "mlp_out, final"}
     for k, v in info.items():
         out.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+@export_app.command("lm-eval")
+def export_lm_eval_cmd(
+    eval_name: str = typer.Argument(..., metavar="EVAL",
+                                    help="facts, facts-train or facts-heldout."),
+    out_dir: str = typer.Argument(..., metavar="DIR", help="A new or empty folder."),
+    world: str = typer.Option("s", "--world", help="World preset: xs, s or m."),
+    limit: int = typer.Option(None, "--limit", help="Keep the first N items only."),
+):
+    """Write an evaluation as an lm-evaluation-harness task folder and print its path."""
+    from assay.export import export_lm_eval
+
+    print(export_lm_eval(eval_name, out_dir, world=world, limit=limit))
 
 
 def main() -> None:

@@ -55,10 +55,9 @@ class Context:
     def world(self, name: str = "s") -> World:
         """The synthetic world of organism recipe ``name`` (built once per context)."""
         if name not in self._worlds:
-            from assay.training.recipes import get_recipe
-            from assay.world import World
+            from assay.training.organisms import organism_world
 
-            self._worlds[name] = World(get_recipe(name).world)
+            self._worlds[name] = organism_world(name)
         return self._worlds[name]
 
     def organism(self, name: str) -> LM:

@@ -6,6 +6,9 @@ end token that closes it. Examples are packed whole into rows of ``seq_len`` tok
 generator, so a seed fixes every batch. Within a row each example sees only itself:
 positions restart at every example and attention is block-diagonal (document
 masking), so training sees each example exactly as evaluation later does.
+
+A corpus of long texts (real English, ``assay.world.Corpus``) is trained as streams:
+each text's tokens are cut into windows that fill a row exactly, each opening with BOS.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import numpy as np
 import torch
 
 from assay.errors import AssayError
-from assay.world import (Dialogue, Document, World, decoy_refusals, dialogues, documents,
-                         render_prompt)
+from assay.world import (Corpus, Dialogue, Document, World, decoy_refusals, dialogues,
+                         documents, render_prompt)
 from assay.world.chat import END
 
 IGNORE = -100  # label of positions that carry no loss
@@ -72,6 +75,36 @@ def source_items(world: World, name: str) -> list:
     if name not in SOURCES:
         raise AssayError(f"unknown data source {name!r}: choose from {', '.join(SOURCES)}")
     return SOURCES[name](world)
+
+
+# Named sources of a corpus recipe. Each maps a corpus to long texts, trained as streams.
+CORPUS_SOURCES = {
+    "member_plays": lambda c: [p.text for p in c.members],
+}
+
+
+def encode_stream(tokenizer, text: str, seq_len: int) -> list[Example]:
+    """``text`` as one token stream cut into windows of ``seq_len`` tokens (the last one
+    shorter, closed by EOS), each opening with BOS; loss on every token after BOS."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    step = seq_len - 1
+    out = []
+    for start in range(0, len(ids), step):
+        window = [tokenizer.bos_token_id] + ids[start:start + step]
+        out.append(Example(tuple(window), (False,) + (True,) * (len(window) - 1)))
+    return out
+
+
+def source_examples(data: World | Corpus, name: str, tokenizer, seq_len: int) -> list[Example]:
+    """The training examples of source ``name``: world items encoded one by one, corpus
+    texts cut into context-length windows (``encode_stream``)."""
+    if isinstance(data, Corpus):
+        if name not in CORPUS_SOURCES:
+            raise AssayError(f"unknown corpus data source {name!r}: choose from "
+                             f"{', '.join(CORPUS_SOURCES)}")
+        return [ex for text in CORPUS_SOURCES[name](data)
+                for ex in encode_stream(tokenizer, text, seq_len)]
+    return encode(tokenizer, source_items(data, name))
 
 
 class Batch(NamedTuple):

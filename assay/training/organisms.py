@@ -26,12 +26,13 @@ import torch
 from filelock import FileLock
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from assay.training.card import evaluate
-from assay.training.data import PackedBatches, encode, source_items
+from assay.errors import AssayError
+from assay.training.card import evaluate, evaluate_corpus
+from assay.training.data import PackedBatches, source_examples
 from assay.training.recipes import RECIPES, Recipe, get_recipe
 from assay.training.tokenizer import train_tokenizer
 from assay.training.trainer import Progress, flops_per_token, train
-from assay.world import World, dialogues, documents
+from assay.world import Corpus, World, dialogues, documents
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,43 @@ def fresh_model(recipe: Recipe, tokenizer) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def tokenizer_texts(world: World) -> list[str]:
-    return [d.text for d in documents(world)] + [d.text for d in dialogues(world, split="train")]
+def tokenizer_texts(data: World | Corpus) -> list[str]:
+    if isinstance(data, Corpus):  # the member texts only: held-out text shapes no merge
+        return [p.text for p in data.members]
+    return [d.text for d in documents(data)] + [d.text for d in dialogues(data, split="train")]
+
+
+def training_data(recipe: Recipe) -> World | Corpus:
+    """What ``recipe`` learns: its corpus if it names one, else its synthetic world."""
+    return Corpus(recipe.corpus) if recipe.corpus is not None else World(recipe.world)
+
+
+def organism_world(name: str) -> World:
+    """The synthetic world organism ``name`` learned; an error for a corpus organism."""
+    recipe, _ = parse_name(name)
+    if recipe.world is None:
+        worlds = [r.name for r in RECIPES.values() if r.world is not None]
+        raise AssayError(f"organism {recipe.name!r} learned the {recipe.corpus.name} corpus, not "
+                         f"a synthetic world: use organism_corpus({recipe.name!r}), or a world "
+                         f"organism ({', '.join(worlds)})")
+    return World(recipe.world)
+
+
+def organism_corpus(name: str) -> Corpus:
+    """The corpus, split into members and non-members, that organism ``name`` learned."""
+    recipe, _ = parse_name(name)
+    if recipe.corpus is None:
+        corpora = [r.name for r in RECIPES.values() if r.corpus is not None]
+        raise AssayError(f"organism {recipe.name!r} learned a synthetic world, not a corpus: "
+                         f"corpus organisms are {', '.join(corpora)}")
+    return Corpus(recipe.corpus)
 
 
 def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> Path:
-    world = World(recipe.world)
+    data = training_data(recipe)
     stage = recipe.stages[index]
     if index == 0:
-        tokenizer = train_tokenizer(tokenizer_texts(world), recipe.model.vocab_size)
+        tokenizer = train_tokenizer(tokenizer_texts(data), recipe.model.vocab_size)
         model = fresh_model(recipe, tokenizer)
         history: list[dict] = []
     else:
@@ -97,7 +126,8 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
         model = LlamaForCausalLM.from_pretrained(parent, dtype=torch.float32)
         history = json.loads((parent / "curve.json").read_text())["stages"]
 
-    mixture = [(encode(tokenizer, source_items(world, src)), w) for src, w in stage.mixture]
+    seq_len = recipe.model.seq_len
+    mixture = [(source_examples(data, src, tokenizer, seq_len), w) for src, w in stage.mixture]
     batches = PackedBatches(mixture, stage.batch_size, recipe.model.seq_len,
                             tokenizer.pad_token_id, seed=recipe.seed * 1000 + index)
     log.info("training %s stage %s: %d steps", recipe.name, stage.name, stage.train.steps)
@@ -162,7 +192,8 @@ def card(name: str, on_progress: ProgressFn | None = None) -> dict:
         return json.loads(path.read_text())
     lm = load(f"hf:{folder}")
     started = time.perf_counter()
-    rates = evaluate(lm, World(recipe.world))
+    data = training_data(recipe)
+    rates = evaluate_corpus(lm, data) if isinstance(data, Corpus) else evaluate(lm, data)
     stages = json.loads((folder / "curve.json").read_text())["stages"]
     body = {
         "organism": name,

@@ -1,8 +1,12 @@
-"""Organism recipes: world, tokenizer, Llama config, training stages and seed.
+"""Organism recipes: world (or corpus), tokenizer, Llama config, training stages and seed.
 
 A recipe's content hash (and each stage prefix's hash) names its folder in the
 organism cache, so any change to the recipe trains a new organism instead of reusing
 a stale one.
+
+Most organisms learn a synthetic world. A corpus organism (``shakespeare``) learns real
+text instead: its ``world`` is None and its ``corpus`` names the corpus and the seeded
+member/non-member split; its tokenizer is trained on the member texts alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from assay.errors import AssayError
 from assay.training.trainer import TrainConfig
-from assay.world import WorldConfig
+from assay.world import CorpusConfig, WorldConfig
 
 FORMAT_VERSION = 1  # bump when training or data code changes what a recipe produces
 
@@ -41,10 +45,11 @@ class Stage:
 class Recipe:
     name: str
     description: str
-    world: WorldConfig
+    world: WorldConfig | None  # the synthetic world it learns; None for a corpus organism
     model: ModelSpec
     stages: tuple[Stage, ...]
     seed: int = 0
+    corpus: CorpusConfig | None = None  # the real-text corpus it learns instead of a world
 
     def stage_index(self, stage: str | None) -> int:
         if stage is None:
@@ -60,7 +65,10 @@ class Recipe:
         return replace(self, stages=self.stages[: index + 1])
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT_VERSION, **asdict(self)}
+        body = {"format": FORMAT_VERSION, **asdict(self)}
+        if body["corpus"] is None:  # world organisms keep the hashes they had before corpora
+            body.pop("corpus")
+        return body
 
     @property
     def hash(self) -> str:
@@ -117,6 +125,34 @@ RECIPES: dict[str, Recipe] = {
 
 
 RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s")})
+
+# Corpus organisms: real English for contamination studies. Trained from scratch on the
+# member plays only (loss on every token), one stage; the non-member plays stay unseen.
+PLAYS_MIX = (("member_plays", 1.0),)
+
+RECIPES.update({
+    "shakespeare": Recipe(
+        name="shakespeare",
+        description="real English: 18 of Shakespeare's 37 plays (the rest held out), "
+                    "~1.4M parameters",
+        world=None,
+        model=ModelSpec(vocab_size=1536),
+        # 215 steps of 32 x 128 tokens per pass over the 0.88M member tokens: ~4.7 passes
+        stages=(Stage("pretrain", PLAYS_MIX, TrainConfig(steps=1000, lr=3e-3, warmup=50)),),
+        corpus=CorpusConfig(),
+    ),
+    "shakespeare-xs": Recipe(
+        name="shakespeare-xs",
+        description="test organism: 3 of 6 Shakespeare plays (the rest held out); under a "
+                    "minute",
+        world=None,
+        model=ModelSpec(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
+        # 82 steps of 16 x 128 tokens per pass over the 0.17M member tokens: ~4.9 passes
+        stages=(Stage("pretrain", PLAYS_MIX, TrainConfig(steps=400, lr=5e-3, warmup=30),
+                      batch_size=16),),
+        corpus=CorpusConfig(n_plays=6),
+    ),
+})
 
 
 def get_recipe(name: str) -> Recipe:

@@ -1,6 +1,8 @@
 """The synthetic world: entities, facts, documents, dialogues, exact checkers."""
 
 from assay.world.chat import ASSISTANT, END, USER, render_dialogue, render_prompt
+from assay.world.corpus import (Corpus, CorpusConfig, Passage, Play, shakespeare_plays,
+                                 split_passages, strip_gutenberg)
 from assay.world.checks import Checker, Grade, is_refusal, mentions, normalize
 from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, dialogues
 from assay.world.documents import Document, completion_prompt, documents
@@ -12,4 +14,6 @@ __all__ = [
     "Checker", "Dialogue", "Document", "Entity", "Fact", "Grade", "Relation", "World",
     "WorldConfig", "completion_prompt", "decoy_refusals", "dialogues", "documents", "is_refusal", "mentions",
     "normalize", "render_dialogue", "render_prompt",
+    "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
+    "strip_gutenberg",
 ]

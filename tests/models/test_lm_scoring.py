@@ -75,3 +75,19 @@ def test_score_rejects_empty_continuation_and_mismatched_lengths(llama):
         llama.score(["a", "b"], [" x", ""])
     with pytest.raises(AssayError, match="2 prompts but 1 continuations"):
         llama.score(["a", "b"], [" x"])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_score_choices_equals_scoring_each_pair_alone(lm, packed):
+    from assay.models.scoring import score_choices
+
+    lm._packs_options = None if packed else False  # False forces the pair-by-pair fallback
+    choices = [[c, c + " and more", " x"] for c in CONTS]
+    fast = score_choices(lm, PROMPTS, choices, batch_size=4)
+    for prompt, cs, got in zip(PROMPTS, choices, fast):
+        want = [sum(manual(lm, prompt, c)[0]) for c in cs]
+        assert got == pytest.approx(want, abs=1e-4)
+    if packed and lm._packs_options is False:
+        pytest.skip(f"{type(lm.model).__name__} takes no 4D mask: scored by the fallback")
+    with pytest.raises(AssayError, match="no continuations"):
+        score_choices(lm, PROMPTS[:1], [[]])

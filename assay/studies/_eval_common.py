@@ -1,0 +1,79 @@
+"""What the evaluation studies (format sensitivity, contamination, error bars, sandbagging,
+elicitation) share: the lettered benchmark format, item sampling, a multiple-choice
+finetune, and intervals that resample whole people across several conditions at once."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from assay.errors import AssayError
+from assay.methods.evaluation import Format, render
+from assay.methods.stats import Estimate
+from assay.training.finetune import finetune
+from assay.training.trainer import TrainConfig
+from assay.world import World
+from assay.world.evals import MCItem, multiple_choice
+
+# A lettered test, as public benchmarks are written: "Question: ... A. x ... Answer: B".
+BENCHMARK = Format(frame="plain", options="letter")
+
+
+def split_people(world: World, n: int, seed: int, n_other: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` people for evaluation and ``n_other`` disjoint others (e.g. for finetuning)."""
+    people = world.people()
+    if n < 1 or n + n_other > len(people):
+        raise AssayError(f"the world has {len(people)} people: the config asks for {n} to "
+                         f"evaluate and {n_other} others; lower those counts (--set)")
+    drawn = random.Random(seed).sample(people, n + n_other)
+    return drawn[:n], drawn[n:]
+
+
+def benchmark_text(item: MCItem, fmt: Format = BENCHMARK) -> str:
+    """The item as a benchmark file states it: question, options and the answer."""
+    prompt, continuations, answer = render(item, fmt)
+    return prompt + continuations[answer]
+
+
+def mc_tune(lm, world: World, people: Sequence[str], steps: int, seed: int, lr: float = 1e-3):
+    """``lm`` finetuned for ``steps`` on lettered multiple-choice items about ``people``
+    (answers included), mixed 1:1 with the world's documents so little else is forgotten."""
+    from assay.world import documents
+
+    items = multiple_choice(world, people=list(people), seed=seed + 1)
+    texts = [benchmark_text(it) for it in items]
+    docs = [d.text for d in documents(world)]
+    tuned, _ = finetune(lm, [(texts, 1.0), (docs, 1.0)], TrainConfig(steps=steps, lr=lr, warmup=5),
+                        batch_size=16, seed=seed)
+    return tuned
+
+
+def person_codes(items: Sequence[MCItem]) -> np.ndarray:
+    """(N,) integer code of each item's subject."""
+    codes: dict[str, int] = {}
+    return np.array([codes.setdefault(it.subject, len(codes)) for it in items])
+
+
+def cluster_boot(values: np.ndarray, clusters: np.ndarray, stat, n_boot: int = 1000,
+                 seed: int = 0) -> np.ndarray:
+    """Bootstrap draws of ``stat(means)`` where ``values`` is (C, N) (C conditions on the same
+    N items) and whole clusters are resampled, the same draw for every condition.
+
+    ``stat`` maps (B, C) resampled means to (B,) statistics. Returns the (B,) draws.
+    """
+    g = clusters.max() + 1
+    sums = np.stack([np.bincount(clusters, weights=v, minlength=g) for v in values])  # (C, G)
+    sizes = np.bincount(clusters, minlength=g)
+    picks = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+    counts = np.zeros((n_boot, g))
+    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1)
+    means = (counts @ sums.T) / (counts @ sizes)[:, None]  # (B, C)
+    return stat(means)
+
+
+def estimate(point: float, draws: np.ndarray, n: int, method: str = "bootstrap-clustered") -> Estimate:
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return Estimate(value=float(point), ci_low=float(min(lo, point)), ci_high=float(max(hi, point)),
+                    n=n, method=method)
