@@ -52,6 +52,7 @@ class LM:
         self.pad_id: int = pad if pad is not None else 0  # padded positions are masked anyway
         self.end_token_ids: list[int] = self._end_ids()  # generation stops at any of these
         self._sites: SiteMap | None = None
+        self._packs_options: bool | None = None  # takes packed multiple-choice rows (scoring.py)
         # Explicit position ids make left padding exact; models without them (ALiBi) get none.
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrappers
         self._takes_positions = "position_ids" in inspect.signature(inner.forward).parameters
@@ -234,6 +235,14 @@ class LM:
                     n_tokens=len(c_ids),
                 )
         return [scores[i] for i in range(len(pairs))]
+
+    def score_choices(self, prompts: Sequence[str], choices: Sequence[Sequence[str]],
+                      batch_size: int = 64) -> list:
+        """Per prompt, the summed log-probability of each of its continuations (a float64
+        array); each prompt runs once for all of its options (`assay.models.scoring`)."""
+        from assay.models.scoring import score_choices
+
+        return score_choices(self, prompts, choices, batch_size)
 
     # ---- generation -------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assay.methods.evaluation import correct
 from assay.methods.membership import DETECTORS, membership_scores
@@ -55,13 +55,22 @@ class Config(StudyConfig):
     FULL = {"n_people": 200, "copies": [1, 4, 16], "plant_all": True, "steps": 150,
             "passages": 500}
 
+    @field_validator("english")
+    @classmethod
+    def _corpus_organism(cls, name: str) -> str:
+        from assay.training.recipes import RECIPES
+
+        corpora = [r.name for r in RECIPES.values() if r.corpus is not None]
+        if name and name not in corpora:
+            raise ValueError(f"{name!r} is not an organism trained on a text corpus: choose one "
+                             f"of {', '.join(corpora)}, or \"\" to skip")
+        return name
+
 
 @study("contamination", agenda=["3.3"], needs=Needs(trainable=True))
 def run(cfg: Config, ctx: Context) -> Result:
     name = ctx.organism_recipe("contamination", "it plants benchmark items in the organism's "
                                "own training documents")
-    if cfg.english:
-        _english_corpus(cfg.english)  # a bad name fails here, before any training
     world, base = ctx.world(name), ctx.lm()
     people = random.Random(ctx.seed).sample(world.people(), min(cfg.n_people, len(world.people())))
     items = multiple_choice(world, people=people, templates=[0], seed=ctx.seed)
@@ -205,7 +214,7 @@ def _control(metrics: dict[str, Estimate], cfg: Config) -> Control:
 
 def _figure(ctx: Context, scores, arms, planted, subjects, english) -> str:
     panels = 3 if english is not None else 2
-    fig, axes = new_figure(width=4 * panels, ncols=panels)
+    fig, axes = new_figure(width=4.6, height=4.0, ncols=panels)
     ax = axes[0]
     labels = [a[0] for a in arms]
     for k, (part, sel) in enumerate((("planted", planted), ("clean", ~planted))):

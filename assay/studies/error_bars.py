@@ -183,7 +183,7 @@ def _control(ratio: Estimate, cfg: Config) -> Control:
 
 
 def _figure(ctx: Context, ses, power, a, b, people, name, other) -> str:
-    fig, axes = new_figure(width=11, ncols=2)
+    fig, axes = new_figure(width=5.8, height=4.6, ncols=2)
     labels = list(ses)
     axes[0].bar(range(len(labels)), [ses[k] for k in labels],
                 color=["tab:grey", "tab:blue", "tab:purple", "tab:olive"])

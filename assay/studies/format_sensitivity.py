@@ -135,7 +135,7 @@ def _control(spread: float, gap: Estimate, n: int) -> Control:
 
 
 def _figure(ctx: Context, formats: list[Format], acc: dict[str, np.ndarray]) -> str:
-    fig, axes = new_figure(width=11, ncols=2)
+    fig, axes = new_figure(width=5.8, height=4.6, ncols=2)
     order = np.argsort(-acc["base"].mean(1))
     x = np.arange(len(formats))
     for label, marker in zip(acc, ("o", "s")):

@@ -65,3 +65,16 @@ def test_elicitation_finetune_beats_zero_shot_and_fictional_people_stay_at_chanc
     for name, est in r.control.metrics.items():
         if name.startswith("accuracy@"):
             assert est.ci_low < 0.25 + 0.05 and est.ci_high > 0.25 - 0.05, name
+
+
+@pytest.mark.parametrize("study,key,value,message", [
+    ("contamination", "english", "s", "not an organism trained on a text corpus"),
+    ("sandbagging-noise", "evaluate", "everyone", "evaluate"),
+])
+def test_bad_config_values_are_refused_before_anything_runs(study, key, value, message):
+    from assay.errors import AssayError
+    from assay.studies.registry import discover, get_study
+
+    discover()
+    with pytest.raises(AssayError, match=message):
+        get_study(study).make_config("quick", {key: value})
