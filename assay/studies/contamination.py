@@ -151,17 +151,10 @@ def _difference(values: np.ndarray, planted: np.ndarray, subjects) -> Estimate:
                     method="difference of clustered bootstraps")
 
 
-def _english_corpus(name: str):
-    """The member/non-member split of corpus organism ``name``."""
+def _shakespeare(ctx: Context, cfg: Config) -> dict:
     from assay.training.organisms import organism_corpus
 
-    if not name:
-        return None
-    return organism_corpus(name)
-
-
-def _shakespeare(ctx: Context, cfg: Config) -> dict:
-    corpus = _english_corpus(cfg.english)
+    corpus = organism_corpus(cfg.english)
     lm = ctx.organism(cfg.english)
     members = [p.text for p in corpus.passages(True, cfg.passages, seed=ctx.seed)]
     others = [p.text for p in corpus.passages(False, cfg.passages, seed=ctx.seed)]

@@ -113,7 +113,8 @@ def _fictional_items(world: World, n_people: int, seed: int) -> list[MCItem]:
 def _elicit(base, tuned, items: list[MCItem], shot_items: list[MCItem], shots: list[int],
             seed: int) -> dict[str, np.ndarray]:
     """Per elicitation, per item correctness (1.0 / 0.0)."""
-    out = {"zero-shot": correct(base, items, BENCHMARK)}
+    letters, answers = score_items(base, items, BENCHMARK)
+    out = {"zero-shot": np.array([float(s.argmax() == a) for s, a in zip(letters, answers)])}
     rendered = [render(it, BENCHMARK) for it in items]
     rng = random.Random(seed)
     for k in shots:
@@ -123,15 +124,15 @@ def _elicit(base, tuned, items: list[MCItem], shot_items: list[MCItem], shots: l
             prompts.append("\n\n".join([*(benchmark_text(e) for e in examples), prompt]))
         scores = score_choices(base, prompts, [r[1] for r in rendered])
         out[f"{k}-shot"] = np.array([float(s.argmax() == r[2]) for s, r in zip(scores, rendered)])
-    out["scaffold"] = _scaffold(base, items, seed)
+    out["scaffold"] = _scaffold(base, items, letters, seed)
     out["finetuned"] = correct(tuned, items, BENCHMARK)
     return out
 
 
-def _scaffold(lm, items: list[MCItem], seed: int) -> np.ndarray:
+def _scaffold(lm, items: list[MCItem], letters: list[np.ndarray], seed: int) -> np.ndarray:
     """Ask in the model's own chat format; if the reply names no single option, ask again
     (sampled); map the reply onto the option it names; with none, fall back to the
-    zero-shot letter with the highest likelihood."""
+    zero-shot letter with the highest likelihood (``letters``: each item's letter scores)."""
     questions = [it.question for it in items]
     picks: list[int | None] = [None] * len(items)
     for attempt in range(2):
@@ -144,9 +145,8 @@ def _scaffold(lm, items: list[MCItem], seed: int) -> np.ndarray:
             named = [c for c, option in enumerate(items[i].choices) if mentions(reply, option)]
             if len(named) == 1:
                 picks[i] = named[0]
-    scores, _ = score_items(lm, items, BENCHMARK)
     return np.array([float((p if p is not None else int(s.argmax())) == it.answer)
-                     for p, s, it in zip(picks, scores, items)])
+                     for p, s, it in zip(picks, letters, items)])
 
 
 def _summarise(per: dict[str, np.ndarray], codes: np.ndarray, cfg: Config, seed: int):
