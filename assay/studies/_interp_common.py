@@ -1,0 +1,65 @@
+"""What the interpretability studies share: questions about people as token ids with the
+positions to read (the subject's last token, the prompt's last token), and person-level
+bootstrap resampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from assay.errors import AssayError
+from assay.methods.patching import locate_subject
+from assay.world import World, render_prompt
+from assay.world.relations import RELATIONS
+
+POSITIONS = ("last subject", "last token")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Chat questions about people: one row per (person, question template)."""
+
+    ids: list[list[int]]           # prompt token ids
+    people: np.ndarray             # (N,) the person each row is about
+    templates: np.ndarray          # (N,) the question template's index (the context)
+    relations: np.ndarray          # (N,) the relation each question asks
+    positions: dict[str, np.ndarray]  # POSITIONS -> (N,) token position
+
+
+def question_rows(lm, world: World, people: Sequence[str], relations: Sequence[str]) -> Rows:
+    """Every question template of ``relations`` asked about every one of ``people``."""
+    ids, who, ctx, rels, subj_last, last = [], [], [], [], [], []
+    templates = [(rel, q) for rel in relations for q in RELATIONS[rel].questions]
+    for person in people:
+        for j, (rel, question) in enumerate(templates):
+            row, subject = locate_subject(lm, render_prompt(question.format(s=person)), person)
+            ids.append(row)
+            who.append(person)
+            ctx.append(j)
+            rels.append(rel)
+            subj_last.append(subject[-1])
+            last.append(len(row) - 1)
+    return Rows(ids, np.array(who), np.array(ctx), np.array(rels),
+                {"last subject": np.array(subj_last), "last token": np.array(last)})
+
+
+def sites_of(lm) -> list[str]:
+    """The residual stream's sites in order: embed, then every block's output."""
+    return ["embed", *(f"blocks.{i}.resid_post" for i in range(lm.n_layers))]
+
+
+def site_label(site: str) -> str:
+    return "embed" if site == "embed" else f"L{site.split('.')[1]}"
+
+
+def boot_people(people: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """``n_boot`` resamples of row indices that draw whole people with replacement."""
+    names, codes = np.unique(people, return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(len(names))]
+    if len(members) < 2:
+        raise AssayError("a person-level bootstrap needs at least two people: raise n_people")
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            for _ in range(n_boot)]
