@@ -155,6 +155,32 @@ RECIPES.update({
 })
 
 
+# The scaling ladder (2.3): five sizes x three token budgets on the default world, one
+# pretraining stage each (its own cosine schedule per budget, as a compute-optimal fit
+# needs). A run is named ladder-<d_model>-<steps>; later studies reuse the cached runs.
+LADDER_SIZES = {  # d_model: (n_layer, n_head, d_ff)
+    32: (2, 2, 128), 48: (2, 4, 192), 64: (3, 4, 256), 96: (4, 4, 384), 128: (4, 4, 512),
+}
+LADDER_STEPS = (150, 300, 600)
+
+
+def ladder_name(d_model: int, steps: int) -> str:
+    return f"ladder-{d_model}-{steps}"
+
+
+RECIPES.update({
+    ladder_name(d, steps): Recipe(
+        name=ladder_name(d, steps),
+        description=f"scaling ladder: d_model {d}, {n_layer} blocks, {steps} steps of 32 x 128 "
+                    "tokens on the default world",
+        world=WorldConfig.preset("s"),
+        model=ModelSpec(d_model=d, n_layer=n_layer, n_head=n_head, d_ff=d_ff),
+        stages=(Stage("pretrain", PRETRAIN_MIX,
+                      TrainConfig(steps=steps, lr=3e-3, warmup=min(50, steps // 5))),),
+    )
+    for d, (n_layer, n_head, d_ff) in LADDER_SIZES.items() for steps in LADDER_STEPS
+})
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise AssayError(f"unknown organism {name!r}: choose one of {', '.join(RECIPES)} "

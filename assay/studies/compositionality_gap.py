@@ -1,0 +1,187 @@
+"""The compositionality gap does not close with scale; asking for the hops does (2.4).
+
+Claim (Press et al. 2022, arXiv 2210.03350): models often know both facts of a two-hop
+question yet fail the question; the share of such failures (the compositionality gap)
+stays roughly constant as models grow, while prompting the model to answer the hops one
+at a time closes much of it.
+
+Setup: the ladder's sizes at its largest budget (`_ladder`), on two-hop questions about
+people ("In which country was X born?": birth city, then that city's country; or the
+employer's headquarters). Hop one is known when the chat question for it gets the exact
+answer; hop two when the document sentence about the city or company is completed with the
+exact object. Direct: the two-hop question in chat. Scratchpad: the model answers hop one
+in chat (another wording), then completes another sentence of hop two about its own
+answer, so the chain is not the knowledge checks run again. The gap is the share of
+failures among questions whose hops are both known. Verdict: supported when the gap at the
+largest size is not below the smallest size's by more than ``margin`` (interval) and the
+scratchpad cuts the largest size's gap by at least half (interval).
+
+Negative control: a scratchpad fed a wrong first hop (another city or company whose own
+second hop differs): without the right intermediate answer, the chain cannot close the gap.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from pydantic import Field
+
+from assay.methods.stats import Estimate
+from assay.report.figures import new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.studies._eval_common import estimate
+from assay.studies._ladder import load_runs
+from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
+from assay.world import World, completion_prompt, dialogues, mentions, render_prompt
+from assay.world.relations import RELATIONS
+
+ARMS = ("direct", "scratchpad", "wrong first hop")
+
+
+class Config(StudyConfig):
+    sizes: list[int] = list(LADDER_SIZES)  # ladder rungs (d_model), smallest first
+    steps: int = max(LADDER_STEPS)         # the budget every size is read at
+    n_questions: int = Field(200, ge=10)   # two-hop questions (people of the train split)
+    margin: float = Field(0.1, gt=0)       # a gap shrinking by less than this has not closed
+    n_boot: int = Field(1000, ge=100)
+
+    FULL = {"n_questions": 320, "n_boot": 2000}
+
+
+@study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False))
+def run(cfg: Config, ctx: Context) -> Result:
+    world = ctx.world("s")
+    items = [d for d in dialogues(world, "two_hop", "test")
+             if world.split_of(d.facts[0].subject) == "train"]
+    items = random.Random(ctx.seed).sample(items, min(cfg.n_questions, len(items)))
+    sizes = sorted(cfg.sizes)
+    runs = load_runs(ctx, sizes, [cfg.steps], 0.0, 0.4)
+    per_size = []
+    for j, (run_, lm) in enumerate(runs):
+        ctx.report(f"asking {run_.name}", 0.4 + 0.55 * j / len(runs))
+        per_size.append(_answers(lm, world, items, ctx.seed))
+    rng = np.random.default_rng(ctx.seed)
+    draws = [rng.integers(0, len(items), len(items)) for _ in range(cfg.n_boot)]
+
+    def gap(s: int, arm: str, idx) -> float:
+        a = per_size[s]
+        known = a["hop1"][idx] & a["hop2"][idx]
+        return float(1 - a[arm][idx][known].mean()) if known.any() else float("nan")
+
+    def est(fn) -> Estimate | None:
+        """The statistic with its interval; None where no question has both hops known."""
+        point = fn(slice(None))
+        vals = np.array([fn(d) for d in draws])
+        vals = vals[np.isfinite(vals)]
+        if not np.isfinite(point) or vals.size < cfg.n_boot // 2:
+            return None
+        return estimate(point, vals, len(items), "bootstrap (questions)")
+
+    last = len(sizes) - 1
+    metrics: dict[str, Estimate] = {}
+    for s, (run_, _) in enumerate(runs):
+        for arm in ARMS:
+            metrics[f"gap@{arm}@d{run_.d_model}"] = est(lambda idx, s=s, arm=arm: gap(s, arm, idx))
+    change = est(lambda idx: gap(last, "direct", idx) - gap(0, "direct", idx))
+    closed = est(lambda idx: _closed(gap(last, "scratchpad", idx), gap(last, "direct", idx)))
+    closed_wrong = est(lambda idx: _closed(gap(last, "wrong first hop", idx), gap(last, "direct", idx)))
+    metrics["gap_change"] = change
+    metrics["share_closed@scratchpad"] = closed
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    table = [{"run": r.name, "N (non-embedding)": r.n_params,
+              "hop 1 known": round(float(a["hop1"].mean()), 3),
+              "hop 2 known": round(float(a["hop2"].mean()), 3),
+              "both known": int((a["hop1"] & a["hop2"]).sum()),
+              **{f"{arm} correct": round(float(a[arm].mean()), 3) for arm in ARMS},
+              **{f"gap ({arm})": _rounded(gap(s, arm, slice(None))) for arm in ARMS}}
+             for s, ((r, _), a) in enumerate(zip(runs, per_size))]
+    return Result(
+        metrics=metrics, tables={"sizes": table},
+        verdict=_verdict(change, closed, cfg, "scratchpad"),
+        control=Control(verdict=_verdict(change, closed_wrong, cfg, "scratchpad with a wrong first hop"),
+                        metrics={"share_closed@wrong first hop": closed_wrong} if closed_wrong else {}),
+        figures=[_figure(ctx, runs, per_size, gap)])
+
+
+def _answers(lm, world: World, items, seed: int) -> dict[str, np.ndarray]:
+    """Per question: hop one known, hop two known, and correct by each arm."""
+    hop1 = [d.facts[0] for d in items]
+    hop2 = [d.facts[1] for d in items]
+    ask = [render_prompt(RELATIONS[f.relation].questions[0].format(s=f.subject)) for f in hop1]
+    first = lm.generate(ask, max_new_tokens=12, batch_size=128)
+    knows1 = np.array([mentions(r, f.object) for r, f in zip(first, hop1)])
+    second = lm.generate([completion_prompt(f) for f in hop2], max_new_tokens=8, batch_size=128)
+    knows2 = np.array([mentions(r, f.object) for r, f in zip(second, hop2)])
+    direct = lm.generate([d.prompt for d in items], max_new_tokens=12, batch_size=128)
+    # Scratchpad, worded apart from the knowledge checks: hop one asked another way, then
+    # another sentence of hop two completed about the model's own first answer
+    ask2 = [render_prompt(RELATIONS[f.relation].questions[1].format(s=f.subject)) for f in hop1]
+    own = [r.strip().rstrip(".") for r in lm.generate(ask2, max_new_tokens=12, batch_size=128)]
+    chain = lm.generate([_hop2_prompt(f, o) for f, o in zip(hop2, own)], max_new_tokens=8,
+                        batch_size=128)
+    rng = random.Random(seed)
+    wrong = [rng.choice([e for e in world.of_kind(world.entities[f.subject].kind)
+                         if world.entities[e].attributes[f.relation] != f.object])
+             for f in hop2]  # another city or company, whose own second hop is different
+    misled = lm.generate([_hop2_prompt(f, w) for f, w in zip(hop2, wrong)], max_new_tokens=8,
+                         batch_size=128)
+    target = [f.object for f in hop2]
+    return {"hop1": knows1, "hop2": knows2,
+            "direct": np.array([mentions(r, t) for r, t in zip(direct, target)]),
+            "scratchpad": np.array([mentions(r, t) for r, t in zip(chain, target)]),
+            "wrong first hop": np.array([mentions(r, t) for r, t in zip(misled, target)])}
+
+
+def _rounded(x: float) -> float | None:
+    """A table value: None where the gap is undefined (no question has both hops known)."""
+    return round(x, 3) if np.isfinite(x) else None
+
+
+def _closed(arm_gap: float, direct_gap: float) -> float:
+    """The share of the direct gap an arm closes (NaN when there is no gap to close)."""
+    return 1 - arm_gap / direct_gap if direct_gap > 0 else float("nan")
+
+
+def _hop2_prompt(fact, subject: str) -> str:
+    """Hop two's second document sentence, about ``subject``, cut before the object (the
+    knowledge check completes the first one)."""
+    template = RELATIONS[fact.relation].documents[1]
+    return template[: template.index("{o}")].format(s=subject).rstrip()
+
+
+def _verdict(change: Estimate | None, closed: Estimate | None, cfg: Config, arm: str) -> Verdict:
+    if change is None or closed is None:
+        return Verdict(status="inconclusive", test="needs questions with both hops known, and a "
+                       "direct gap, at the smallest and the largest size",
+                       statement="Too few questions have both hops known (or none fails "
+                                 "directly) at the smallest or largest size to measure the gap.")
+    stays = change.ci_low > -cfg.margin
+    closes = closed.ci_low >= 0.5
+    return Verdict(
+        status="supported" if stays and closes else "not supported",
+        test=(f"gap change smallest -> largest size CI low > -{cfg.margin}; share of the largest "
+              "size's gap closed by the arm CI low >= 0.5"),
+        statement=(f"The direct gap changes by {change.value:+.2f} [{change.ci_low:+.2f}, "
+                   f"{change.ci_high:+.2f}] from the smallest to the largest size; the {arm} "
+                   f"closes {closed.value:.2f} [{closed.ci_low:.2f}, {closed.ci_high:.2f}] of the "
+                   "largest size's gap."))
+
+
+def _figure(ctx: Context, runs, per_size, gap) -> str:
+    fig, (ax1, ax2) = new_figure(4.4, 3.5, ncols=2)
+    N = [r.n_params for r, _ in runs]
+    for key, label in (("hop1", "hop 1 known"), ("hop2", "hop 2 known"), ("direct", "two-hop, direct"),
+                       ("scratchpad", "two-hop, scratchpad")):
+        ax1.plot(N, [a[key].mean() for a in per_size], "o-", label=label)
+    ax1.set_title("accuracy")
+    for arm, style in zip(ARMS, ("o-", "s--", "^:")):
+        ax2.plot(N, [gap(s, arm, slice(None)) for s in range(len(runs))], style, label=arm)
+    ax2.set_title("gap: failures when both hops are known")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("non-embedding parameters N")
+        ax.legend(fontsize=7)
+    save_figure(fig, ctx.artifact("compositionality.png"))
+    return "compositionality.png"

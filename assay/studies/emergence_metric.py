@@ -1,0 +1,128 @@
+"""Emergence can be an artefact of the metric (2.3).
+
+Claim (Schaeffer et al. 2023, arXiv 2304.15004): scored by exact match, multi-digit
+addition seems to appear suddenly with scale; scored by a continuous metric of the same
+outputs (per-token log-likelihood of the right answer, or edit distance), ability grows
+smoothly.
+
+Setup: the ladder's sizes at its largest budget (`_ladder`) answer the world's held-out
+two-digit sums, whose reference reply works the sum digit by digit ("4+9=13, 6+5+1=12, so
+123"). Per size: exact match (the reply's final number is the sum), the reference reply's
+mean per-token probability, and one minus the normalised edit distance between the greedy
+reply and the reference. Sharpness of a curve over sizes: its largest step between
+neighbouring sizes as a share of its whole rise (1: all in one step; 1/(sizes-1): even).
+Verdict: supported when exact match is sharper than the per-token probability, the
+difference's interval (resampling sums) above zero.
+
+Negative control: the two continuous metrics against each other: neither is a threshold,
+so neither may look sharper than the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from assay.methods.stats import Estimate
+from assay.report.figures import new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.studies._eval_common import estimate
+from assay.studies._ladder import load_runs, smooth_share
+from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
+from assay.world import dialogues
+from assay.world.checks import final_number
+
+METRICS = ("exact match", "per-token probability", "1 - edit distance")
+
+
+class Config(StudyConfig):
+    sizes: list[int] = list(LADDER_SIZES)  # ladder rungs (d_model), smallest first
+    steps: int = max(LADDER_STEPS)         # the budget every size is read at
+    n_sums: int = Field(100, ge=10)        # held-out sums asked
+    n_boot: int = Field(1000, ge=100)
+
+    FULL = {"n_boot": 2000}
+
+
+@study("emergence-metric", agenda=["2.3"], needs=Needs(white_box=False, chat=False))
+def run(cfg: Config, ctx: Context) -> Result:
+    sums = dialogues(ctx.world("s"), "add", "test")[: cfg.n_sums]
+    sizes = sorted(cfg.sizes)
+    scores = {m: [] for m in METRICS}  # metric -> per size, (n_sums,) per-item scores
+    runs = load_runs(ctx, sizes, [cfg.steps], 0.0, 0.5)
+    for j, (run_, lm) in enumerate(runs):
+        ctx.report(f"scoring {run_.name}", 0.5 + 0.45 * j / len(runs))
+        replies = lm.generate([d.prompt for d in sums], max_new_tokens=32, batch_size=100)
+        scores["exact match"].append(np.array(
+            [final_number(r) == final_number(d.assistant) for r, d in zip(replies, sums)], float))
+        scored = lm.score([d.prompt for d in sums], [d.assistant for d in sums])
+        scores["per-token probability"].append(np.exp([s.logprob / s.n_tokens for s in scored]))
+        scores["1 - edit distance"].append(np.array(
+            [1 - _edit(r.strip(), d.assistant) for r, d in zip(replies, sums)]))
+    curves = {m: np.stack(v) for m, v in scores.items()}  # (S, n)
+    rng = np.random.default_rng(ctx.seed)
+    draws = [rng.integers(0, len(sums), len(sums)) for _ in range(cfg.n_boot)]
+
+    def share(metric: str, idx) -> float:
+        return smooth_share(curves[metric][:, idx].mean(1))
+
+    def diff(a: str, b: str) -> Estimate:
+        every = slice(None)
+        return estimate(share(a, every) - share(b, every),
+                        np.array([share(a, d) - share(b, d) for d in draws]), len(sums),
+                        "bootstrap (sums)")
+
+    claim = diff("exact match", "per-token probability")
+    control = diff("1 - edit distance", "per-token probability")
+    metrics: dict[str, Estimate] = {"sharpness_gap": claim}
+    for m in METRICS:
+        metrics[f"sharpness@{m}"] = estimate(share(m, slice(None)),
+                                             np.array([share(m, d) for d in draws]), len(sums),
+                                             "bootstrap (sums)")
+    table = [{"run": r.name, "N (non-embedding)": r.n_params,
+              **{m: round(float(curves[m][j].mean()), 4) for m in METRICS}}
+             for j, (r, _) in enumerate(runs)]
+    return Result(
+        metrics=metrics, tables={"sizes": table},
+        verdict=_verdict(claim, "exact match", metrics),
+        control=Control(verdict=_verdict(control, "1 - edit distance", metrics),
+                        metrics={"sharpness_gap": control}),
+        figures=[_figure(ctx, runs, curves)])
+
+
+def _edit(a: str, b: str) -> float:
+    """Levenshtein distance between two strings over the longer one's length."""
+    if not a and not b:
+        return 0.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1] / max(len(a), len(b))
+
+
+def _verdict(gap: Estimate, metric: str, metrics) -> Verdict:
+    return Verdict(
+        status="supported" if gap.ci_low > 0 else "not supported",
+        test=f"sharpness({metric}) - sharpness(per-token probability), CI low > 0",
+        statement=(f"Largest single step as a share of the whole rise: {metric} "
+                   f"{metrics[f'sharpness@{metric}'].value:.2f}, per-token probability "
+                   f"{metrics['sharpness@per-token probability'].value:.2f}; difference "
+                   f"{gap.value:+.2f} [{gap.ci_low:+.2f}, {gap.ci_high:+.2f}]."))
+
+
+def _figure(ctx: Context, runs, curves) -> str:
+    fig, ax = new_figure(5.0, 3.6)
+    N = [r.n_params for r, _ in runs]
+    for m, style in zip(METRICS, ("o-", "s--", "^:")):
+        ax.plot(N, curves[m].mean(1), style, label=m)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("score on held-out two-digit sums")
+    ax.set_title("one ability, three metrics")
+    ax.legend(fontsize=8)
+    save_figure(fig, ctx.artifact("emergence.png"))
+    return "emergence.png"

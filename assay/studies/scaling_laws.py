@@ -1,0 +1,153 @@
+"""Scaling laws: loss is predictable from model size and data (2.3).
+
+Claim (Hoffmann et al. 2022, arXiv 2203.15556; Besiroglu et al. 2024, arXiv 2404.10102):
+final loss follows ``L(N, D) = E + A / N^alpha + B / D^beta`` closely enough that a fit to
+smaller runs predicts larger ones.
+
+Setup: the ladder (five sizes x three budgets, `_ladder`) on the default world; ``N`` is the
+non-embedding parameter count, ``D`` the training tokens, ``L`` the loss on a fixed sample of
+the world's documents (every token of which is trained on). The Chinchilla form is fitted with the Huber loss in
+log space from a grid of L-BFGS starts (`assay.methods.scaling`), with intervals from
+refitting on runs resampled with replacement. Backtest: fit on every size but the largest,
+predict the largest size's runs; the error is the mean relative error of those predictions,
+its interval from the resampled fits. Verdict: supported when the interval's upper end is
+below ``margin``. The ladder's tokens repeat the world many times over, a data-constrained
+regime the form does not model; the backtest says how much that matters here.
+
+Negative control: the losses shuffled across runs, fitted and backtested the same way: once
+the losses no longer belong to their (N, D), the form must not predict them.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from pydantic import Field
+
+from assay.methods.scaling import GRID, bootstrap_fits, fit_chinchilla
+from assay.methods.stats import Estimate
+from assay.report.figures import new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.studies._eval_common import estimate
+from assay.studies._ladder import eval_loss, load_runs
+from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
+from assay.world import documents
+
+
+class Config(StudyConfig):
+    sizes: list[int] = list(LADDER_SIZES)   # ladder rungs (d_model)
+    steps: list[int] = list(LADDER_STEPS)   # token budgets (steps of 32 x 128 tokens)
+    n_texts: int = Field(400, ge=20)        # evaluation documents
+    margin: float = Field(0.05, gt=0)       # a backtest error below this is a good prediction
+    n_boot: int = Field(100, ge=10)         # resampled fits
+
+    FULL = {"n_texts": 1500, "n_boot": 400}
+
+
+@study("scaling-laws", agenda=["2.3"], needs=Needs(white_box=False, chat=False))
+def run(cfg: Config, ctx: Context) -> Result:
+    if len(cfg.sizes) < 3 or len(cfg.sizes) * len(cfg.steps) - len(cfg.steps) < 5:
+        from assay.errors import AssayError
+
+        raise AssayError("scaling-laws needs at least 3 sizes and 5 runs below the largest size "
+                         "to fit five parameters and backtest: add sizes or steps (--set)")
+    world = ctx.world("s")
+    rng = random.Random(ctx.seed)
+    pool = [d.text for d in documents(world)]  # trained on every token (dialogues: replies only)
+    texts = rng.sample(pool, min(cfg.n_texts, len(pool)))
+    runs = []
+    for run_, lm in load_runs(ctx, cfg.sizes, cfg.steps, 0.0, 0.6):
+        runs.append((run_, eval_loss(lm, texts)))
+    N = np.array([r.n_params for r, _ in runs], dtype=float)
+    D = np.array([r.tokens for r, _ in runs], dtype=float)
+    L = np.array([loss for _, loss in runs])
+    ctx.report("fitting the Chinchilla form", 0.65)
+    largest = N == N.max()
+    fit = fit_chinchilla(N, D, L)
+    fits = bootstrap_fits(N, D, L, cfg.n_boot, ctx.seed, start=fit)
+    back, back_fits, error = _backtest(N, D, L, largest, cfg, ctx.seed)
+    ctx.report("control: shuffled losses", 0.85)
+    shuffled = L[np.random.default_rng(ctx.seed).permutation(L.size)]
+    _, _, control_error = _backtest(N, D, shuffled, largest, cfg, ctx.seed)
+
+    metrics: dict[str, Estimate] = {"backtest_error": error}
+    for name in ("alpha", "beta", "E"):
+        metrics[name] = estimate(getattr(fit, name), np.array([getattr(f, name) for f in fits]),
+                                 L.size, "bootstrap over runs")
+    optimal = fit.beta / (fit.alpha + fit.beta)
+    metrics["optimal_N_exponent"] = estimate(
+        optimal, np.array([f.beta / (f.alpha + f.beta) for f in fits]), L.size,
+        "bootstrap over runs")
+    table = [{"run": r.name, "N (non-embedding)": r.n_params, "D (tokens)": r.tokens,
+              "loss": round(loss, 4), "fit (all runs)": round(float(fit.predict(r.n_params, r.tokens)), 4),
+              "backtest prediction": round(float(back.predict(r.n_params, r.tokens)), 4) if big else ""}
+             for (r, loss), big in zip(runs, largest)]
+    return Result(
+        metrics=metrics, tables={"runs": table},
+        verdict=_verdict(error, fit, cfg, "the ladder's losses"),
+        control=Control(verdict=_verdict(control_error, None, cfg, "shuffled losses"),
+                        metrics={"backtest_error": control_error}),
+        figures=[_figure(ctx, runs, fit, back, back_fits, largest)],
+        notes=[f"{len(runs)} runs; each fit keeps the best of {int(np.prod([len(v) for v in GRID.values()]))} "
+               f"L-BFGS starts (Huber delta 1e-3); {len(fits)} resampled fits kept of {cfg.n_boot}."])
+
+
+def _backtest(N, D, L, largest, cfg: Config, seed: int):
+    """Fit on the smaller sizes; relative error on the largest, with resampled fits."""
+    small = ~largest
+    back = fit_chinchilla(N[small], D[small], L[small])
+    fits = bootstrap_fits(N[small], D[small], L[small], cfg.n_boot, seed, start=back)
+
+    def rel(f) -> float:
+        return float(np.mean(np.abs(f.predict(N[largest], D[largest]) - L[largest]) / L[largest]))
+
+    draws = np.array([rel(f) for f in fits]) if fits else np.array([rel(back)])
+    return back, fits, estimate(rel(back), draws, int(largest.sum()), "bootstrap over runs")
+
+
+def _verdict(error: Estimate, fit, cfg: Config, what: str) -> Verdict:
+    law = ""
+    if fit is not None:
+        law = (f"; all runs: L = {fit.E:.3f} + {fit.A:.3g}/N^{fit.alpha:.3f} + "
+               f"{fit.B:.3g}/D^{fit.beta:.3f}")
+    return Verdict(
+        status="supported" if error.ci_high < cfg.margin else "not supported",
+        test=f"backtest relative error on the largest size, CI high < {cfg.margin}",
+        statement=(f"Fitted to the smaller sizes, the form predicts {what} for the largest "
+                   f"size within {100 * error.value:.1f}% [{100 * error.ci_low:.1f}%, "
+                   f"{100 * error.ci_high:.1f}%]{law}."))
+
+
+def _figure(ctx: Context, runs, fit, back, back_fits, largest) -> str:
+    fig, (ax1, ax2) = new_figure(4.4, 3.5, ncols=2)
+    sizes = sorted({r.d_model for r, _ in runs})
+    colours = dict(zip(sizes, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
+                               "tab:brown", "tab:pink")))
+    for d in sizes:
+        pts = [(r.tokens, loss, r.n_params) for r, loss in runs if r.d_model == d]
+        D = np.array([p[0] for p in pts])
+        ax1.scatter(D, [p[1] for p in pts], color=colours.get(d, "grey"), label=f"d_model {d}")
+        grid = np.geomspace(D.min() * 0.8, D.max() * 1.2, 50)
+        ax1.plot(grid, fit.predict(pts[0][2], grid), color=colours.get(d, "grey"), lw=1)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("training tokens D")
+    ax1.set_ylabel("loss (nats / token)")
+    ax1.set_title("ladder and the fit to all runs")
+    ax1.legend(fontsize=7)
+    big = [(r, loss) for (r, loss), b in zip(runs, largest) if b]
+    D = np.array([r.tokens for r, _ in big])
+    preds = np.array([[f.predict(r.n_params, r.tokens) for r, _ in big] for f in back_fits]) \
+        if back_fits else None
+    ax2.scatter(D, [loss for _, loss in big], color="k", label="measured", zorder=3)
+    ax2.plot(D, [back.predict(r.n_params, r.tokens) for r, _ in big], "o--", color="tab:red",
+             label="predicted from smaller sizes")
+    if preds is not None:
+        lo, hi = np.percentile(preds, [2.5, 97.5], axis=0)
+        ax2.fill_between(D, lo, hi, color="tab:red", alpha=0.2)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("training tokens D")
+    ax2.set_title(f"backtest: d_model {big[0][0].d_model}")
+    ax2.legend(fontsize=7)
+    save_figure(fig, ctx.artifact("scaling_laws.png"))
+    return "scaling_laws.png"
