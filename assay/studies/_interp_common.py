@@ -28,6 +28,19 @@ class Rows:
     positions: dict[str, np.ndarray]  # POSITIONS -> (N,) token position
 
 
+def person_attributes(names: list[str]) -> list[str]:
+    """``names`` if every one is a person relation of the world; a ValueError (which the
+    study's config reports as a bad ``--set``) listing the valid ones otherwise."""
+    from assay.world.relations import PERSON_RELATIONS
+
+    valid = [r.name for r in PERSON_RELATIONS]
+    bad = [a for a in names if a not in valid]
+    if bad or not names:
+        raise ValueError(f"unknown attribute {bad[0] if bad else '(none)'}: choose from "
+                         f"{', '.join(valid)}")
+    return names
+
+
 def question_rows(lm, world: World, people: Sequence[str], relations: Sequence[str]) -> Rows:
     """Every question template of ``relations`` asked about every one of ``people``."""
     ids, who, ctx, rels, subj_last, last = [], [], [], [], [], []

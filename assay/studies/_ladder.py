@@ -52,22 +52,11 @@ def non_embedding_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-@torch.no_grad()
-def eval_loss(lm, texts: Sequence[str], seq_len: int = 128, batch_size: int = 32) -> float:
+def eval_loss(lm, texts: Sequence[str], seq_len: int = 128) -> float:
     """Mean next-token loss (nats per token) over ``texts``, each cut to ``seq_len`` tokens."""
-    import torch.nn.functional as F
+    from assay.methods.membership import token_stats
 
-    seqs = [ids[:seq_len] for ids in lm.encode(list(texts))]
-    total, count = 0.0, 0
-    for start in range(0, len(seqs), batch_size):
-        ids, mask = lm._pad(seqs[start:start + batch_size], "right")
-        logits = lm.forward(ids, mask)[:, :-1].float()
-        target = ids[:, 1:]
-        keep = mask[:, 1:].bool()
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-        total += float(loss[keep.flatten()].sum())
-        count += int(keep.sum())
-    return total / count
+    return float(-np.concatenate([t.logprob for t in token_stats(lm, texts, max_tokens=seq_len)]).mean())
 
 
 def smooth_share(values: np.ndarray) -> float:

@@ -28,6 +28,7 @@ import random
 import numpy as np
 from pydantic import Field
 
+from assay.errors import AssayError
 from assay.methods.patching import GROUPS, TRACE_KINDS, grouped, noise_scale, trace
 from assay.methods.stats import Estimate
 from assay.report.figures import new_figure, save_figure
@@ -70,7 +71,9 @@ def run(cfg: Config, ctx: Context) -> Result:
             people.append(fact.subject)
         ctx.report(f"tracing facts ({len(traces)}/{cfg.n_facts})", 0.85 * len(traces) / cfg.n_facts)
     if len(traces) < 2:
-        _too_few(len(traces), tried, cfg)
+        raise AssayError(f"causal-tracing kept {len(traces)} of {tried} facts: the organism "
+                         f"answers too few with probability >= {cfg.min_p}; lower min_p "
+                         "(--set min_p=0.2)")
     people = np.array(people)
     G = np.stack([grouped(tr) for _, tr in traces])  # (F, K, L, len(GROUPS)) indirect effects
     gap = np.array([tr.p_clean - tr.p_corrupt for _, tr in traces])  # (F,)
@@ -122,13 +125,6 @@ def run(cfg: Config, ctx: Context) -> Result:
         notes=[f"Traced {len(traces)} facts of {tried} tried (the rest had clean probability "
                f"below {cfg.min_p}); noise sd {noise:.4f}; the answer's probability is that of "
                "its first token."])
-
-
-def _too_few(kept: int, tried: int, cfg: Config) -> None:
-    from assay.errors import AssayError
-
-    raise AssayError(f"causal-tracing kept {kept} of {tried} facts: the organism answers too few "
-                     f"with probability >= {cfg.min_p}; lower min_p (--set min_p=0.2)")
 
 
 def _share(G: np.ndarray, gap: np.ndarray, idx) -> np.ndarray:

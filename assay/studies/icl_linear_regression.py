@@ -27,7 +27,7 @@ from pydantic import Field
 
 from assay.methods.icl import (BASELINES, baselines, predict, sample_tasks, squared_error,
                                train_regressor)
-from assay.methods.stats import Estimate, paired_bootstrap
+from assay.methods.stats import Estimate, bootstrap, paired_bootstrap
 from assay.report.figures import new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 
@@ -75,15 +75,15 @@ def run(cfg: Config, ctx: Context) -> Result:
                                                                 np.inf)}, cfg)
     metrics: dict[str, Estimate] = {"ls_margin": margin}
     for name, values in dist.items():
-        metrics[f"distance@{name}"] = _mean_estimate(values, cfg, ctx.seed)
+        metrics[f"distance@{name}"] = bootstrap(values, n_boot=cfg.n_boot, seed=ctx.seed)
     errors = {label: {name: squared_error(p, t).mean(0) for name, p in pr.items()}
               for label, (t, pr) in results.items()}
     half = 2 * cfg.d
     for label in results:
         for name in ("transformer", "least squares"):
-            metrics[f"error@{label}@{name}@k={half}"] = _mean_estimate(
+            metrics[f"error@{label}@{name}@k={half}"] = bootstrap(
                 squared_error(results[label][1][name], results[label][0])[:, min(half, cfg.k - 1)],
-                cfg, ctx.seed)
+                n_boot=cfg.n_boot, seed=ctx.seed)
     table = [{"examples": i, **{name: round(float(errors["in range"][name][i]), 5)
                                 for name in errors["in range"]},
               "transformer (stress)": round(float(errors["stress"]["transformer"][i]), 5),
@@ -112,12 +112,6 @@ def _margin(dist: dict[str, np.ndarray], cfg: Config) -> Estimate:
     others = [n for n in TESTED if n != "least squares" and np.isfinite(dist[n]).all()]
     nearest = min(others, key=lambda n: dist[n].mean())
     return paired_bootstrap(dist[nearest], dist["least squares"], n_boot=cfg.n_boot)
-
-
-def _mean_estimate(values: np.ndarray, cfg: Config, seed: int) -> Estimate:
-    from assay.methods.stats import bootstrap
-
-    return bootstrap(values, n_boot=cfg.n_boot, seed=seed)
 
 
 def _verdict(margin: Estimate, dist, who: str) -> Verdict:

@@ -32,7 +32,8 @@ from assay.methods.stats import Estimate
 from assay.report.figures import new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import estimate
-from assay.studies._interp_common import boot_people, question_rows, site_label, sites_of
+from assay.studies._interp_common import (boot_people, person_attributes, question_rows,
+                                          site_label, sites_of)
 
 KINDS = ("linear", "mlp")
 UNSEEN = "unseen attribute"  # the negative control's attribute
@@ -50,17 +51,7 @@ class Config(StudyConfig):
     FULL = {"attributes": ["profession", "hobby", "birth_city", "alma_mater", "employer"],
             "hidden": 256, "max_iter": 400, "n_boot": 2000}
 
-    @field_validator("attributes")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from assay.world.relations import PERSON_RELATIONS
-
-        valid = [r.name for r in PERSON_RELATIONS]
-        bad = [a for a in v if a not in valid]
-        if bad or not v:
-            raise ValueError(f"unknown attribute {bad[0] if bad else '(none)'}: choose from "
-                             f"{', '.join(valid)}")
-        return v
+    _known = field_validator("attributes")(lambda cls, v: person_attributes(v))
 
 
 @study("probe-selectivity", agenda=["3.4"], needs=Needs())

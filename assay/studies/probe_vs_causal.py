@@ -34,8 +34,8 @@ from assay.methods.stats import Estimate
 from assay.report.figures import new_figure, save_figure
 from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import estimate
-from assay.studies._interp_common import (POSITIONS, boot_people, question_rows, site_label,
-                                          sites_of)
+from assay.studies._interp_common import (POSITIONS, boot_people, person_attributes,
+                                          question_rows, site_label, sites_of)
 
 
 class Config(StudyConfig):
@@ -47,17 +47,7 @@ class Config(StudyConfig):
     FULL = {"attributes": ["profession", "hobby", "birth_city", "alma_mater", "employer"],
             "n_boot": 2000}
 
-    @field_validator("attributes")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from assay.world.relations import PERSON_RELATIONS
-
-        valid = [r.name for r in PERSON_RELATIONS]
-        bad = [a for a in v if a not in valid]
-        if bad or not v:
-            raise ValueError(f"unknown attribute {bad[0] if bad else '(none)'}: choose from "
-                             f"{', '.join(valid)}")
-        return v
+    _known = field_validator("attributes")(lambda cls, v: person_attributes(v))
 
 
 @study("probe-vs-causal", agenda=["3.4"], needs=Needs())
@@ -132,6 +122,7 @@ def _measure(lm, world, people, attr: str, points, seed: int) -> dict:
         out["loss"].append(float(-np.log(np.clip(proba[np.arange(len(idx)), idx], 1e-12, 1)).mean()))
         W = probe.model_.coef_ / probe.scale_  # (K, D) directions in the raw activation space
         h = X[test]
+        means = {c: X[train][y[train] == c].mean(0) for c in classes}  # each class's mean state
         deltas, randoms = np.zeros_like(h), np.zeros_like(h)
         for i in range(len(h)):
             t, o = values[target[i]], y[test][i]
@@ -141,7 +132,7 @@ def _measure(lm, world, people, attr: str, points, seed: int) -> dict:
             if np.linalg.norm(u) < 1e-12:  # a constant site (one token's embedding): no direction
                 continue
             u = u / np.linalg.norm(u)
-            goal = (X[train][y[train] == t] @ u).mean()  # the target class's mean reading
+            goal = means[t] @ u  # the target class's mean reading
             deltas[i] = (goal - h[i] @ u) * u
             randoms[i] = random_direction(len(u), seed * 100003 + i,
                                           float(np.linalg.norm(deltas[i]))).numpy()

@@ -25,6 +25,7 @@ import random
 import numpy as np
 from pydantic import Field
 
+from assay.errors import AssayError
 from assay.methods.scaling import GRID, bootstrap_fits, fit_chinchilla
 from assay.methods.stats import Estimate
 from assay.report.figures import new_figure, save_figure
@@ -48,8 +49,6 @@ class Config(StudyConfig):
 @study("scaling-laws", agenda=["2.3"], needs=Needs(white_box=False, chat=False))
 def run(cfg: Config, ctx: Context) -> Result:
     if len(cfg.sizes) < 3 or len(cfg.sizes) * len(cfg.steps) - len(cfg.steps) < 5:
-        from assay.errors import AssayError
-
         raise AssayError("scaling-laws needs at least 3 sizes and 5 runs below the largest size "
                          "to fit five parameters and backtest: add sizes or steps (--set)")
     world = ctx.world("s")
