@@ -55,3 +55,24 @@ def test_compositionality_gap_counts_only_questions_with_both_hops_known(run_xs,
         for arm in ("direct", "scratchpad", "wrong first hop"):
             gap = row[f"gap ({arm})"]
             assert gap is None or 0.0 <= gap <= 1.0
+
+
+def test_induction_heads_form_with_in_context_learning_in_two_blocks_not_one(run_xs):
+    record = run_xs("induction-heads", {"steps": "800", "every": "100", "runs": "1",
+                                        "n_eval": "32", "n_boot": "100",
+                                        "keep_checkpoints": "true"})
+    r = record.result
+    two, one = r.metrics, r.control.metrics
+    assert two["prefix_matching@2-block seed 0"].value > 0.3   # an induction head forms
+    assert two["copying@2-block seed 0"].value > 0.5           # and copies what it attends to
+    assert two["icl_change@2-block seed 0"].value < -0.5       # context helps, by nats
+    assert abs(two["lag@2-block seed 0"].value) < 200          # at the same time
+    assert one["prefix_matching@1-block"].value < 0.1          # one block cannot match prefixes
+    assert one["icl_change@1-block"].value > -0.3
+    assert r.control.verdict.status == "not supported"
+    rows = {(row["model"], row["step"]): row for row in r.tables["checkpoints"]}
+    assert set(rows) == {(m, s) for m in ("2-block seed 0", "1-block") for s in range(0, 801, 100)}
+    assert (rows[("2-block seed 0", 800)]["loss on repeated random text"]
+            < rows[("1-block", 800)]["loss on repeated random text"] - 1.0)
+    saved = sorted(p.name for p in record.folder.glob("checkpoint-*.safetensors"))
+    assert len(saved) == 18 and saved[-1] == "checkpoint-2-block-seed-0-step00800.safetensors"

@@ -1,0 +1,321 @@
+"""Induction heads form in a phase change that coincides with in-context learning (2.1).
+
+Claim (Olsson et al. 2022, arXiv 2209.11895): early in training, small attention models
+abruptly form induction heads (a head at a token ``A`` attends to the token after an
+earlier ``A`` and copies it), and at the same time the in-context learning score (loss
+late in the context minus loss early in it) falls sharply. A one-layer attention-only
+model cannot form them (they need two heads in sequence).
+
+Setup: attention-only Llama-architecture models are trained from scratch inside the study,
+one character per token, on Shakespeare's plays (all but a held-out tenth of them) in
+``context``-character windows, each with one span of its own text written again later at a
+random offset (text with repeated spans; `assay.methods.induction.repeat_spans`). Two
+blocks, ``runs`` times from different seeds; one block as the control. Every ``every`` steps, with
+`assay.methods.induction`: per head, prefix matching and previous-token attention on random
+character sequences written twice (drawn with the corpus' character frequencies) and the
+OV copying score; the ICL score on windows of the held-out plays, repeated the same way.
+
+The moment of each change is where its curve first crosses halfway between its first and
+last value: the best head's prefix matching for the induction head, the ICL score for
+in-context learning. Verdict: supported when, in every two-block run, an induction head
+forms (its final prefix matching has CI low > ``min_prefix``), it forms abruptly (its rise
+from 20% to 80% of the way takes at most ``max_rise`` times the steps before its half-way
+point: the change is quicker than the plateau before it) and the two moments lie within
+``window`` steps of each other (CI), with intervals from resampling the evaluation
+sequences.
+
+Negative control: the one-block model, trained the same way: no head of it can match
+prefixes, so the test must fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from assay.methods.induction import (CharTokenizer, attention_only, copying_scores,
+                                     head_attention, icl_score, repeat_spans, repeated_tokens,
+                                     token_losses)
+from assay.methods.stats import Estimate
+from assay.report.figures import new_figure, save_figure
+from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.studies._eval_common import estimate
+
+
+class Config(StudyConfig):
+    steps: int = Field(1200, ge=20)          # training steps per model
+    every: int = Field(50, ge=5)             # steps between checkpoints
+    runs: int = Field(2, ge=1)               # two-block models, each from its own seed
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    context: int = Field(128, ge=16)         # characters per training window
+    span: int = Field(64, ge=2)              # longest repeated span (shortest: half of it)
+    d_model: int = Field(64, ge=8)
+    n_head: int = Field(4, ge=1)
+    n_eval: int = Field(64, ge=8)            # evaluation sequences of each kind
+    min_prefix: float = Field(0.3, gt=0, lt=1)  # an induction head attends at least this much
+    max_rise: float = Field(1.0, gt=0)       # 20%-80% rise / steps to half-way, at most
+    window: int = Field(150, ge=0)           # steps within which the two moments coincide
+    keep_checkpoints: bool = False           # also save every checkpoint's weights
+    n_boot: int = Field(500, ge=100)
+
+    FULL = {"steps": 4000, "runs": 5, "n_eval": 256, "n_boot": 2000}
+
+
+@study("induction-heads", agenda=["2.1"], needs=Needs(white_box=False, chat=False))
+def run(cfg: Config, ctx: Context) -> Result:
+    train, held, tokenizer = _corpus(ctx.seed)
+    evals = _eval_sets(train, held, len(tokenizer), cfg, ctx.seed)
+    runs = [(f"2-block seed {s}", 2, ctx.seed + s) for s in range(cfg.runs)]
+    runs.append(("1-block", 1, ctx.seed))
+    histories = {}
+    for m, (label, n_layer, seed) in enumerate(runs):
+        def progress(step, m=m, label=label):
+            ctx.report(f"training the {label} model: step {step}/{cfg.steps}",
+                       0.02 + 0.93 * (m + step / cfg.steps) / len(runs))
+        histories[label] = _train(ctx, train, len(tokenizer), n_layer, seed, evals, cfg, label,
+                                  progress)
+    ctx.report("summarising the checkpoints", 0.96)
+    rng = np.random.default_rng(ctx.seed)
+    draws = [rng.integers(0, cfg.n_eval, cfg.n_eval) for _ in range(cfg.n_boot)]
+    summaries = {label: _summarise(h, draws, cfg) for label, h in histories.items()}
+    two = {k: v for k, v in summaries.items() if k.startswith("2-block")}
+    one = summaries["1-block"]
+    metrics: dict[str, Estimate] = {f"{k}@{label}": v for label, s in two.items()
+                                    for k, v in s.items() if isinstance(v, Estimate)}
+    control_metrics = {f"{k}@1-block": v for k, v in one.items() if isinstance(v, Estimate)}
+    return Result(
+        metrics=metrics,
+        tables={"checkpoints": _table(histories, summaries),
+                "heads": _head_table(histories, cfg.n_head)},
+        verdict=_verdict(two, cfg),
+        control=Control(verdict=_verdict({"1-block": one}, cfg), metrics=control_metrics),
+        figures=[_figure(ctx, histories, summaries)],
+        notes=[f"{len(tokenizer)}-character alphabet; {len(train):,} training and {len(held):,} "
+               f"held-out characters; {cfg.steps} steps of {cfg.batch_size} windows of "
+               f"{cfg.context} characters per model.",
+               "Prefix matching and previous-token attention are read on random character "
+               "sequences written twice; the ICL score is on held-out windows with a repeated "
+               "span, late positions (last quarter) minus early ones (8th to 16th of 128ths)."])
+
+
+def _corpus(seed: int) -> tuple[np.ndarray, np.ndarray, CharTokenizer]:
+    """(training characters, held-out characters, tokenizer): a seeded tenth of the plays is
+    held out for the ICL score."""
+    from assay.world.corpus import Corpus, CorpusConfig
+
+    corpus = Corpus(CorpusConfig(seed=seed, member_share=0.9))
+    tokenizer = CharTokenizer(p.text for p in corpus.plays)
+    train = tokenizer.encode("\n\n".join(p.text for p in corpus.members))
+    held = tokenizer.encode("\n\n".join(p.text for p in corpus.nonmembers))
+    return train, held, tokenizer
+
+
+def _windows(stream: np.ndarray, n: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    starts = rng.integers(0, len(stream) - length, n)
+    return np.stack([stream[s:s + length] for s in starts])
+
+
+def _eval_sets(train: np.ndarray, held: np.ndarray, vocab: int, cfg: Config,
+               seed: int) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed + 1)
+    freq = np.bincount(train, minlength=vocab) / len(train)
+    text = repeat_spans(_windows(held, cfg.n_eval, cfg.context, rng), cfg.span, rng)
+    return {"repeated": repeated_tokens(cfg.n_eval, cfg.context // 2, freq, seed + 2),
+            "text": torch.tensor(text)}
+
+
+def _model(vocab: int, n_layer: int, cfg: Config, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=cfg.d_model, intermediate_size=4,
+                         num_hidden_layers=n_layer, num_attention_heads=cfg.n_head,
+                         num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.context,
+                         tie_word_embeddings=False, attn_implementation="eager")
+    return attention_only(LlamaForCausalLM(config))
+
+
+def _train(ctx: Context, stream: np.ndarray, vocab: int, n_layer: int, seed: int, evals,
+           cfg: Config, label: str, progress) -> dict[str, np.ndarray]:
+    """Train one model; at step 0 and every ``every`` steps record its scores."""
+    from assay.training.data import Batch
+    from assay.training.trainer import TrainConfig, flops_per_token, train
+
+    model = _model(vocab, n_layer, cfg, seed)
+    rng = np.random.default_rng(seed)
+    positions = torch.arange(cfg.context).expand(cfg.batch_size, -1)
+
+    def batches():
+        while True:
+            ids = torch.tensor(repeat_spans(_windows(stream, cfg.batch_size, cfg.context, rng),
+                                            cfg.span, rng))
+            yield Batch(ids, ids, positions)
+
+    hist: dict[str, list] = {k: [] for k in ("steps", "prefix", "previous", "copying", "icl",
+                                             "repeat_loss", "loss")}
+
+    def checkpoint(step: int, loss: float) -> None:
+        model.eval()
+        prefix, previous = head_attention(model, evals["repeated"])
+        half = evals["repeated"].shape[1] // 2
+        hist["steps"].append(step)
+        hist["prefix"].append(prefix.reshape(len(prefix), -1))       # (N, layers * heads)
+        hist["previous"].append(previous.reshape(len(previous), -1))
+        hist["copying"].append(copying_scores(model).ravel())
+        losses = token_losses(model, evals["text"])
+        hist["icl"].append(icl_score(losses, _early(cfg), _late(cfg, losses.shape[1])))
+        hist["repeat_loss"].append(token_losses(model, evals["repeated"])[:, half:].mean(1))
+        hist["loss"].append(loss)
+        if cfg.keep_checkpoints:
+            from safetensors.torch import save_file
+
+            name = f"checkpoint-{label.replace(' ', '-')}-step{step:05d}.safetensors"
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(ctx.artifact(name)))
+        model.train()
+        progress(step)
+
+    checkpoint(0, float("nan"))
+    # A constant learning rate after warm-up, so no schedule can time the change; light
+    # weight decay and a slow second moment let heads form within the quick profile.
+    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=min(50, cfg.steps // 10),
+                       min_lr_ratio=1.0, weight_decay=0.01, betas=(0.9, 0.98),
+                       log_every=cfg.every)
+    train(model, batches(), tcfg, on_progress=lambda p: checkpoint(p.step, p.loss),
+          loss_fn=lambda m, b: m(input_ids=b.ids, labels=b.labels).loss)
+    ctx.add_flops(flops_per_token(model.config, cfg.context) * cfg.steps * cfg.batch_size
+                  * cfg.context)
+    return {k: np.array(v) for k, v in hist.items()}
+
+
+def _early(cfg: Config) -> tuple[int, int]:
+    return cfg.context // 16, cfg.context // 8
+
+
+def _late(cfg: Config, scored: int) -> tuple[int, int]:
+    return 3 * cfg.context // 4, scored
+
+
+def _crossing(curve: np.ndarray, steps: np.ndarray, share: float = 0.5) -> float:
+    """The step (linearly interpolated) where ``curve`` first gets ``share`` of the way from
+    its first to its last value."""
+    target = curve[0] + share * (curve[-1] - curve[0])
+    sign = np.sign(curve[-1] - curve[0]) or 1.0
+    past = np.nonzero(sign * (curve - target) >= 0)[0]
+    i = int(past[0]) if len(past) else len(curve) - 1
+    if i == 0:
+        return float(steps[0])
+    a, b = curve[i - 1], curve[i]
+    frac = (target - a) / (b - a) if b != a else 1.0
+    return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
+
+
+def _summarise(h: dict[str, np.ndarray], draws, cfg: Config) -> dict:
+    prefix, icl, steps = h["prefix"], h["icl"], h["steps"]   # (C, N, heads), (C, N), (C,)
+    best = int(np.argmax(prefix[-1].mean(0)))
+    n = prefix.shape[1]
+
+    def stats(idx) -> tuple[float, ...]:
+        p = prefix[:, idx, best].mean(1)
+        c = icl[:, idx].mean(1)
+        half_p, half_c = _crossing(p, steps), _crossing(c, steps)
+        rise = _crossing(p, steps, 0.8) - _crossing(p, steps, 0.2)
+        return (float(p[-1]), float(c[-1]), float(c[-1] - c[0]), half_p, half_c,
+                half_c - half_p, rise / max(half_p, 1.0))
+
+    point = stats(slice(None))
+    boot = np.array([stats(d) for d in draws])
+    names = ("prefix_matching", "icl_score", "icl_change", "phase_step", "icl_step", "lag",
+             "rise_ratio")
+    out: dict = {name: estimate(point[i], boot[:, i], n, "bootstrap (evaluation sequences)")
+                 for i, name in enumerate(names)}
+    copying = float(h["copying"][-1][best])
+    out["copying"] = Estimate(value=copying, ci_low=copying, ci_high=copying, n=1,
+                              method="OV eigenvalues of the best head (point)")
+    out["best_head"] = best
+    return out
+
+
+def _head_name(index: int, n_head: int) -> str:
+    return f"L{index // n_head}H{index % n_head}"
+
+
+def _verdict(runs: dict[str, dict], cfg: Config) -> Verdict:
+    checks, statements = [], []
+    for label, s in runs.items():
+        p, lag, r = s["prefix_matching"], s["lag"], s["rise_ratio"]
+        passed = {"forms": p.ci_low > cfg.min_prefix, "abrupt": r.ci_high <= cfg.max_rise,
+                  "coincides": lag.ci_low >= -cfg.window and lag.ci_high <= cfg.window}
+        checks.append(all(passed.values()))
+        verdicts = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in passed.items())
+        statements.append(
+            f"{label} ({verdicts}): best head {_head_name(s['best_head'], cfg.n_head)} ends "
+            f"at prefix matching {p.value:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] (copying "
+            f"{s['copying'].value:+.2f}), half-way at step {s['phase_step'].value:.0f}, its "
+            f"20%-80% rise {r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] times as long; "
+            f"the ICL score moves {s['icl_change'].value:+.2f} nats to "
+            f"{s['icl_score'].value:+.2f}, half-way {lag.value:+.0f} steps from the head "
+            f"[{lag.ci_low:+.0f}, {lag.ci_high:+.0f}]")
+    return Verdict(
+        status="supported" if all(checks) else "not supported",
+        test=(f"in every run: best head's final prefix matching CI low > {cfg.min_prefix}; its "
+              f"20%-80% rise <= {cfg.max_rise:g} x the steps to its half-way point (CI high); "
+              f"half-way steps of prefix matching and ICL score within +-{cfg.window} (CI)"),
+        statement="; ".join(statements) + ".")
+
+
+def _table(histories, summaries) -> list[dict]:
+    """The two-block runs' best head (and the control's) at every checkpoint."""
+    rows = []
+    for label, h in histories.items():
+        best = summaries[label]["best_head"]
+        for j, step in enumerate(h["steps"]):
+            values = {"best head prefix matching": h["prefix"][j][:, best].mean(),
+                      "best previous-token head": h["previous"][j].mean(0).max(),
+                      "best head copying": h["copying"][j][best],
+                      "ICL score (nats)": h["icl"][j].mean(),
+                      "loss on repeated random text": h["repeat_loss"][j].mean(),
+                      "training loss": h["loss"][j]}
+            rows.append({"model": label, "step": int(step),
+                         **{k: round(float(v), 4) for k, v in values.items()}})
+    return rows
+
+
+def _head_table(histories, n_head: int) -> list[dict]:
+    """Every head at the end of training."""
+    rows = []
+    for label, h in histories.items():
+        for i in range(h["prefix"].shape[-1]):
+            rows.append({"model": label, "head": _head_name(i, n_head),
+                         "prefix matching": round(float(h["prefix"][-1][:, i].mean()), 4),
+                         "previous token": round(float(h["previous"][-1][:, i].mean()), 4),
+                         "copying": round(float(h["copying"][-1][i]), 4)})
+    return rows
+
+
+def _figure(ctx: Context, histories, summaries) -> str:
+    fig, (ax1, ax2, ax3) = new_figure(4.0, 3.4, ncols=3)
+    colours = iter(("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink"))
+    for label, h in histories.items():
+        colour = "tab:orange" if label == "1-block" else next(colours)
+        best = summaries[label]["best_head"]
+        ax1.plot(h["steps"], h["prefix"][:, :, best].mean(1), color=colour, label=label)
+        ax2.plot(h["steps"], h["icl"].mean(1), color=colour, label=label)
+        if label != "1-block":  # the head's half-way step, where one forms
+            for ax in (ax1, ax2):
+                ax.axvline(summaries[label]["phase_step"].value, color=colour, lw=0.6, ls=":")
+        ax3.plot(h["steps"], h["repeat_loss"].mean(1), color=colour, label=label)
+    ax1.set_ylabel("best head's prefix matching")
+    ax1.set_title("induction head")
+    ax2.axhline(0, color="grey", lw=0.6)
+    ax2.set_ylabel("loss late - loss early (nats)")
+    ax2.set_title("in-context learning score")
+    ax3.set_ylabel("loss on the second copy (nats)")
+    ax3.set_title("repeated random characters")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xlabel("training step")
+    ax1.legend(fontsize=7)
+    save_figure(fig, ctx.artifact("induction_heads.png"))
+    return "induction_heads.png"
