@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from assay.methods.induction import (CharTokenizer, attention_only, copying_scores,
                                      head_attention, icl_score, repeat_spans, repeated_tokens,
@@ -61,6 +61,16 @@ class Config(StudyConfig):
     n_boot: int = Field(500, ge=100)
 
     FULL = {"steps": 4000, "runs": 5, "n_eval": 256, "n_boot": 2000}
+
+    @model_validator(mode="after")
+    def _fits(self):
+        if self.span > self.context // 2:
+            raise ValueError(f"span {self.span} must be at most half the context "
+                             f"({self.context // 2}): a window holds the span twice")
+        if self.every > self.steps:
+            raise ValueError(f"every {self.every} must be at most steps ({self.steps}): "
+                             "training needs checkpoints to follow")
+        return self
 
 
 @study("induction-heads", agenda=["2.1"], needs=Needs(white_box=False, chat=False))
@@ -97,7 +107,8 @@ def run(cfg: Config, ctx: Context) -> Result:
                f"{cfg.context} characters per model.",
                "Prefix matching and previous-token attention are read on random character "
                "sequences written twice; the ICL score is on held-out windows with a repeated "
-               "span, late positions (last quarter) minus early ones (8th to 16th of 128ths)."])
+               f"span: mean loss at positions {_late(cfg, cfg.context - 1)[0]} to "
+               f"{cfg.context - 2} minus at positions {_early(cfg)[0]} to {_early(cfg)[1] - 1}."])
 
 
 def _corpus(seed: int) -> tuple[np.ndarray, np.ndarray, CharTokenizer]:

@@ -76,3 +76,14 @@ def test_induction_heads_form_with_in_context_learning_in_two_blocks_not_one(run
             < rows[("1-block", 800)]["loss on repeated random text"] - 1.0)
     saved = sorted(p.name for p in record.folder.glob("checkpoint-*.safetensors"))
     assert len(saved) == 18 and saved[-1] == "checkpoint-2-block-seed-0-step00800.safetensors"
+
+
+@pytest.mark.parametrize("sets, message", [({"span": "100"}, "half the context"),
+                                           ({"every": "5000"}, "at most steps")])
+def test_induction_heads_config_rejects_settings_that_cannot_run(sets, message):
+    from assay.errors import AssayError
+    from assay.studies.registry import discover, get_study
+
+    discover()
+    with pytest.raises(AssayError, match=message):
+        get_study("induction-heads").config.make("quick", sets, study="induction-heads")
