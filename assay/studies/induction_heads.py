@@ -77,8 +77,9 @@ class Config(StudyConfig):
 def run(cfg: Config, ctx: Context) -> Result:
     train, held, tokenizer = _corpus(ctx.seed)
     evals = _eval_sets(train, held, len(tokenizer), cfg, ctx.seed)
-    runs = [(f"2-block seed {s}", 2, ctx.seed + s) for s in range(cfg.runs)]
-    runs.append(("1-block", 1, ctx.seed))
+    first = ctx.seed * cfg.runs  # units of different seeds train disjoint runs
+    runs = [(f"2-block seed {first + s}", 2, first + s) for s in range(cfg.runs)]
+    runs.append(("1-block", 1, first))
     histories = {}
     for m, (label, n_layer, seed) in enumerate(runs):
         def progress(step, m=m, label=label):
