@@ -30,6 +30,8 @@ prefixes, so the test must fail.
 
 from __future__ import annotations
 
+from itertools import cycle
+
 import numpy as np
 import torch
 from pydantic import Field, model_validator
@@ -309,7 +311,7 @@ def _head_table(histories, n_head: int) -> list[dict]:
 
 def _figure(ctx: Context, histories, summaries) -> str:
     fig, (ax1, ax2, ax3) = new_figure(4.0, 3.4, ncols=3)
-    colours = iter(("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink"))
+    colours = cycle(("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:cyan"))
     for label, h in histories.items():
         colour = "tab:orange" if label == "1-block" else next(colours)
         best = summaries[label]["best_head"]
