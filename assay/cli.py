@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -82,7 +83,7 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
            as_json: bool = typer.Option(False, "--json")):
     """The agenda map: the 18 challenges by group, or one challenge in full."""
     from assay.agenda import GROUPS, challenge, challenges, to_dict
-    from assay.studies import discover, studies_for
+    from assay.study import discover, studies_for
 
     discover()  # the studies of each challenge come from the registry, never by hand
     chosen = [challenge(challenge_id)] if challenge_id else challenges()
@@ -110,14 +111,18 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
 
 @app.command("studies")
 def studies_cmd(as_json: bool = typer.Option(False, "--json")):
-    """The registered studies: id, agenda references, claim and needs."""
+    """The registered studies: id, agenda references, claim, needs and decision rules."""
     from dataclasses import asdict
 
-    from assay.studies import discover, studies
+    from assay.study import discover, studies
 
     discover()
-    rows = [{"id": s.id, "agenda": list(s.agenda), "title": s.title, "claim": s.claim,
-             "needs": asdict(s.needs)} for s in studies()]
+    rows = []
+    for s in studies():
+        cfg = s.make_config()
+        rows.append({"id": s.id, "agenda": list(s.agenda), "title": s.title, "claim": s.claim,
+                     "needs": asdict(s.needs), "rule": s.rule(cfg).test(),
+                     "control_rule": s.control(cfg).test()})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -190,7 +195,7 @@ def show_cmd(study_id: str = typer.Argument(..., metavar="STUDY"),
              store: str = _store_option(), as_json: bool = typer.Option(False, "--json")):
     """Stored results of one study, in the shape `assay run --json` prints."""
     from assay.runner import Store, default_store
-    from assay.studies import discover, get_study
+    from assay.study import discover, get_study
 
     discover()
     get_study(study_id)  # an unknown id names the valid ones
@@ -210,11 +215,16 @@ def show_cmd(study_id: str = typer.Argument(..., metavar="STUDY"),
             out.print(f"  error: {(r.error or '').splitlines()[0] if r.error else '?'}",
                       highlight=False, markup=False)
             continue
+        if r.result.confounded:
+            out.print("  CONFOUNDED: the negative control fired, so the claim's reading below "
+                      "is not evidence", highlight=False, markup=False)
         out.print(f"  verdict: {r.result.verdict.status}: {r.result.verdict.statement}",
                   highlight=False, markup=False)
-        if r.result.control:
-            c = r.result.control.verdict
-            out.print(f"  control: {c.status}: {c.statement}", highlight=False, markup=False)
+        out.print(f"  decided by: {r.result.verdict.test}", highlight=False, markup=False)
+        c = r.result.control
+        where = f" ({c.condition})" if c.condition else ""
+        out.print(f"  control{where}: {c.verdict.status}: {c.verdict.statement}",
+                  highlight=False, markup=False)
         table = Table("metric", "value", "95% interval", "n")
         for name, e in sorted(r.result.metrics.items()):
             table.add_row(name, f"{e.value:.3f}", f"[{e.ci_low:.3f}, {e.ci_high:.3f}]", str(e.n))
@@ -231,6 +241,24 @@ def report_cmd(store: str = _store_option(),
 
     with Store(store or default_store(), create=False) as db:
         path = write_report(db, out_path)
+    print(path)
+
+
+@app.command("docs")
+def docs_cmd(out_path: str = typer.Option(None, "--out", help="Markdown file to write "
+                                          "(default: print it).")):
+    """The catalogue of studies as Markdown (docs/studies.md), from the studies themselves."""
+    from assay.report.docs import studies_markdown
+
+    text = studies_markdown()
+    if out_path is None:
+        print(text, end="")
+        return
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # atomic: a stale file or the new one, never half of it
     print(path)
 
 

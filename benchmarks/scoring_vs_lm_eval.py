@@ -9,7 +9,8 @@ of the export would run it; its wall time counts the whole call (task and datase
 tokenisation, the model, metrics), and the time inside ``HFLM.loglikelihood`` is
 reported apart. assay's wall time counts ``score_items`` (rendering, tokenisation, the
 model): each item's prompt and options run as one packed row under a tree-shaped
-attention mask, where lm-eval runs prompt and option together once per option. Both use the same torch threads.
+attention mask, where lm-eval runs prompt and option together once per option. Both use the
+same torch threads.
 
 assay runs first and last (its items/s is over both runs, so drift hits it as it hits the
 lm-eval runs in between), after a warm-up of each library on a few items. Every

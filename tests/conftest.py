@@ -37,7 +37,7 @@ def toy():
     """Register the toy study of tests/toy_runner_study.py for one test (and nothing else)."""
     import sys
 
-    from assay.studies import registry
+    from assay.study import registry
 
     saved = dict(registry._REGISTRY)
     try:

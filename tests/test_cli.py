@@ -92,3 +92,23 @@ def test_run_show_report_errors_write_nothing(args, needle, tmp_path, monkeypatc
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert not store.exists() and not (tmp_path / "home").exists(), "an error wrote something"
+
+
+def test_a_study_whose_needs_the_model_lacks_is_refused_before_any_work(tmp_path, monkeypatch,
+                                                                           capsys):
+    from assay.cli import main
+
+    folder = tmp_path / "base-model"  # a local hf folder: white-box, but not an organism
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    store = tmp_path / "store"
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "argv", ["assay", "run", "causal-tracing", "--model", f"hf:{folder}",
+                                      "--store", str(store)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert "study 'causal-tracing' needs an organism" in err[0] and "--model organism:s" in err[0]
+    assert not store.exists() and not (tmp_path / "home").exists()

@@ -1,14 +1,19 @@
 """A toy study for runner tests: seeded coin flips, with hooks to log, fail and block.
 
-Claim: a seeded coin of bias p lands heads at a rate whose Wilson interval covers p.
-Negative control: a fair coin's interval covers 0.5. Imported by runner tests in-process,
-or by `assay run` subprocesses through $ASSAY_STUDY_MODULES.
+Claim (a toy, 2026): a seeded coin of bias p lands heads more often than not.
+
+Setup: n flips of the biased coin, a Wilson interval on the heads rate. Imported by runner
+tests in-process, or by `assay run` subprocesses through $ASSAY_STUDY_MODULES.
+
+Verdict: `rule`, the heads rate against 0.5.
+
+Negative control: the same test on a fair coin, which must not read "supported".
 """
 
 import os
 
 from assay.methods.stats import wilson
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
 
 
 class Config(StudyConfig):
@@ -31,7 +36,11 @@ def _log(cfg: Config, line: str) -> None:
             os.close(fd)
 
 
-@study("toy-runner", agenda=["2.2"], needs=Needs(white_box=False, chat=False))
+def rule(cfg: Config) -> Above:
+    return Above("heads", bar=0.5, low=0.0, high=1.0, what="heads rate")
+
+
+@study("toy-runner", agenda=["2.2"], needs=Needs(white_box=False, chat=False), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
     _log(cfg, f"start {ctx.seed}")
     if ctx.seed == cfg.fail_seed:
@@ -47,7 +56,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     _log(cfg, f"end {ctx.seed}")
     figures = []
     if cfg.figure:
-        from assay.report import new_figure, save_figure
+        from assay.study.figures import new_figure, save_figure
 
         fig, ax = new_figure()
         ax.bar(["heads", "fair"], [est.value, fair.value])
@@ -57,11 +66,5 @@ def run(cfg: Config, ctx: Context) -> Result:
         figures=figures,
         metrics={"heads": est},
         tables={"samples": [{"request": "flip", "reply": cfg.reply}]},
-        verdict=Verdict(status="supported" if est.ci_low <= cfg.p <= est.ci_high
-                        else "not supported", test="Wilson 95% interval covers p",
-                        statement=f"heads rate {est}"),
-        control=Control(verdict=Verdict(status="supported" if fair.ci_low <= 0.5 <= fair.ci_high
-                                        else "not supported", test="fair coin covers 0.5",
-                                        statement=f"fair rate {fair}"),
-                        metrics={"fair": fair}),
+        control=Control(metrics={"heads": fair}, condition="a fair coin"),
     )

@@ -24,8 +24,8 @@ import inspect
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +33,21 @@ from pydantic import BaseModel, Field
 
 from assay.errors import AssayError
 from assay.methods.stats import Estimate, wilson
-from assay.world import (Fact, World, completion_prompt, dialogues, documents, mentions,
-                         render_dialogue, render_prompt)
+from assay.world import (
+    Fact,
+    World,
+    completion_prompt,
+    dialogues,
+    documents,
+    mentions,
+    render_dialogue,
+    render_prompt,
+)
 
 __all__ = [
     "Artifact", "ExactJudge", "GCGConfig", "InjectionCase", "Judge", "Request", "TEMPLATES",
-    "TemplateName", "agreement", "benign_requests", "chat", "chat_turns", "complete", "gcg", "hazard_requests", "injection_cases",
+    "TemplateName", "agreement", "benign_requests", "chat", "chat_turns", "complete", "gcg",
+    "hazard_requests", "injection_cases",
     "injection_outcome", "injection_prompt", "many_shot", "template_attack",
 ]
 

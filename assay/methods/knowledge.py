@@ -28,7 +28,8 @@ from assay.world import Fact, World, completion_prompt, dialogues, documents, me
 from assay.world.relations import RELATIONS
 
 __all__ = [
-    "Battery", "LatentProbe", "completion_accuracy", "fluency", "object_logprob", "ranking_accuracy", "relearn",
+    "Battery", "LatentProbe", "completion_accuracy", "fluency", "object_logprob", "ranking_accuracy",
+    "relearn",
     "split_agents",
 ]
 

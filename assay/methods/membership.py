@@ -60,8 +60,8 @@ def token_stats(lm, texts: Sequence[str], batch_size: int = 32,
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = lm._pad([seqs[i] for i in chunk], "right")
-        logp = F.log_softmax(lm._logits(ids=ids, mask=mask)[:, :-1].float(), dim=-1)  # (B, T-1, V)
+        ids, mask = lm.batch([seqs[i] for i in chunk], "right")
+        logp = F.log_softmax(lm.logits(ids=ids, mask=mask)[:, :-1].float(), dim=-1)  # (B, T-1, V)
         probs = logp.exp()
         mean = (probs * logp).sum(-1)  # (B, T-1)
         std = ((probs * logp.square()).sum(-1) - mean.square()).clamp(min=1e-12).sqrt()

@@ -241,7 +241,7 @@ def read_positions(lm, ids: Sequence[Sequence[int]], positions: Sequence[int],
     for start in range(0, len(ids), batch_size):
         batch = [list(x) for x in ids[start:start + batch_size]]
         pos = torch.tensor(positions[start:start + batch_size], device=lm.device)
-        rows, mask = lm._pad(batch, "right")
+        rows, mask = lm.batch(batch, "right")
         with lm.hooks(read=sites) as cache:
             lm.forward(rows, mask)
         for s in sites:
@@ -259,14 +259,14 @@ def edited_choice_logprobs(lm, ids: Sequence[Sequence[int]], choices: Sequence[S
     (no edit when ``site`` is None). The edit sits inside the prompt, so every choice of a
     prompt sees the same edited state. Prompts and their choices run packed, a prompt once
     for all its choices (`assay.models.scoring`), where the model allows it."""
-    from assay.models.scoring import _packs, _score_packed
+    from assay.models.scoring import packs, score_choice_ids
 
     n = len(ids)
     if site is not None:
         if positions is None or deltas is None or len(positions) != n or len(deltas) != n:
             raise AssayError("an edit needs one position and one delta vector per prompt")
         deltas = torch.as_tensor(np.asarray(deltas), dtype=torch.float32)
-    packed = _packs(lm)
+    packed = packs(lm)
     step = batch_size if packed else max(1, batch_size // max(1, len(choices)))
     out = []
     for start in range(0, n, step):
@@ -276,7 +276,7 @@ def edited_choice_logprobs(lm, ids: Sequence[Sequence[int]], choices: Sequence[S
             writes[site] = _adder(rows, positions, deltas, lm.device, len(choices) if not packed else 1)
         with lm.hooks(write=writes):
             if packed:
-                out.extend(_score_packed(lm, [list(ids[i]) for i in rows],
+                out.extend(score_choice_ids(lm, [list(ids[i]) for i in rows],
                                          [list(map(list, choices))] * len(rows)))
             else:
                 out.extend(_padded_scores(lm, [list(ids[i]) for i in rows], choices))
@@ -301,7 +301,7 @@ def _adder(rows: list[int], positions, deltas: torch.Tensor, device, repeat: int
 def _padded_scores(lm, prompts: list[list[int]], choices) -> list[np.ndarray]:
     """Per prompt, its choices' summed log-probabilities, one padded row per (prompt, choice)."""
     seqs = [p + list(c) for p in prompts for c in choices]
-    tokens, mask = lm._pad(seqs, "right")
+    tokens, mask = lm.batch(seqs, "right")
     logits = lm.forward(tokens, mask)
     k = max(len(c) for c in choices)
     where = torch.zeros((len(seqs), k), dtype=torch.long, device=logits.device)

@@ -76,6 +76,35 @@ class Probe:
         self._check()
         return self.model_.predict((_matrix(X) - self.mean_) / self.scale_)
 
+    def predict_proba(self, X) -> np.ndarray:
+        """(N, K) class probabilities, columns in the order of ``classes_``."""
+        self._check()
+        return self.model_.predict_proba((_matrix(X) - self.mean_) / self.scale_)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        self._check()
+        return self.model_.classes_
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """The linear probe's weights in raw activation space, (K, D) (one row for two
+        classes): the logit of class k is ``X @ coef_[k] + intercept_[k]``."""
+        self._linear()
+        return self.model_.coef_ / self.scale_
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """The linear probe's intercepts in raw activation space, (K,)."""
+        self._linear()
+        return self.model_.intercept_ - self.model_.coef_ @ (self.mean_ / self.scale_)
+
+    def _linear(self) -> None:
+        self._check()
+        if self.kind != "linear":
+            raise AssayError("coef_ and intercept_ exist for Probe('linear') only; an MLP "
+                             "probe has no single direction per class")
+
     def score(self, X, y) -> float:
         """Accuracy on (X, y)."""
         return float(np.mean(self.predict(X) == np.asarray(y)))

@@ -36,9 +36,10 @@ RATE_METHODS = ("wilson", "exact")
 
 
 class Estimate(BaseModel):
-    """A point estimate with a two-sided confidence interval."""
+    """A point estimate with a two-sided confidence interval (NaN where nothing could be
+    measured: it survives JSON as NaN, and decision rules read it as inconclusive)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     value: float     # the point estimate on the full data (k/n for rates)
     ci_low: float    # lower end of the interval

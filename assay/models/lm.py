@@ -109,8 +109,9 @@ class LM:
             for t in texts
         ]
 
-    def _pad(self, seqs: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad id lists to one (B, T) tensor and its attention mask."""
+    def batch(self, seqs: list[list[int]], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+        """Id lists padded (on ``side``: right or left) into one (B, T) tensor, and its
+        attention mask, on the model's device."""
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -132,7 +133,9 @@ class LM:
 
     # ---- forward passes -------------------------------------------------------
 
-    def _logits(self, ids=None, mask=None, embeds=None) -> torch.Tensor:
+    def logits(self, ids=None, mask=None, embeds=None) -> torch.Tensor:
+        """Logits (B, T, V) for token ids or input embeddings (B, T, D), with the attention
+        ``mask`` (default: all ones) and positions that skip padding; gradients flow."""
         ref = ids if ids is not None else embeds[..., 0]
         if mask is None:
             mask = torch.ones(ref.shape, dtype=torch.long, device=ref.device)
@@ -144,7 +147,7 @@ class LM:
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T), without gradients."""
         mask = attention_mask.to(self.device) if attention_mask is not None else None
-        return self._logits(ids=input_ids.to(self.device), mask=mask)
+        return self.logits(ids=input_ids.to(self.device), mask=mask)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings (B, T, D) of token ids, as the model's embedding layer makes them."""
@@ -154,7 +157,7 @@ class LM:
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Logits (B, T, V) from input embeddings (B, T, D), with autograd (for GCG-style attacks)."""
-        return self._logits(embeds=inputs_embeds, mask=attention_mask)
+        return self.logits(embeds=inputs_embeds, mask=attention_mask)
 
     def activations(self, texts: list[str], site: str, reduce: str = "mean",
                     batch_size: int = 32) -> torch.Tensor:
@@ -175,9 +178,9 @@ class LM:
         out: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
         seqs = self.encode(texts)
         for start in range(0, len(seqs), batch_size):
-            ids, mask = self._pad(seqs[start:start + batch_size], "right")
+            ids, mask = self.batch(seqs[start:start + batch_size], "right")
             with self.hooks(read=sites) as cache:
-                self._logits(ids=ids, mask=mask)
+                self.logits(ids=ids, mask=mask)
             for site in sites:
                 x = cache[site].float()  # (B, T, D)
                 if reduce == "mean":
@@ -217,8 +220,8 @@ class LM:
         scores: dict[int, Score] = {}
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            ids, mask = self._pad([pairs[i][0] + pairs[i][1] for i in chunk], side)
-            logits = self._logits(ids=ids, mask=mask)  # (B, T, V)
+            ids, mask = self.batch([pairs[i][0] + pairs[i][1] for i in chunk], side)
+            logits = self.logits(ids=ids, mask=mask)  # (B, T, V)
             width = ids.shape[1]
             for b, i in enumerate(chunk):
                 p_ids, c_ids = pairs[i]
@@ -282,7 +285,7 @@ class LM:
         out: list[str] = []
         with self._rng(seed if do_sample else None):
             for start in range(0, len(encoded), batch_size):
-                ids, mask = self._pad(encoded[start : start + batch_size], "left")
+                ids, mask = self.batch(encoded[start : start + batch_size], "left")
                 new = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
                 out.extend(self._decode(row) for row in new[:, ids.shape[1] :].tolist())
         return out

@@ -1,4 +1,4 @@
-"""load(spec): one string names a model, ``organism:NAME`` or ``hf:PATH_OR_ID``.
+"""load(spec): one spec names a model, ``organism:NAME`` or ``hf:PATH_OR_ID`` (a `ModelSpec`).
 
 Checkpoints load as safetensors only unless the caller opts in to pickle, because a
 pickle checkpoint can run arbitrary code when it is loaded. Remote code never runs.
@@ -6,6 +6,7 @@ pickle checkpoint can run arbitrary code when it is loaded. Remote code never ru
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -13,15 +14,15 @@ import torch
 
 from assay.errors import AssayError
 from assay.models.lm import LM
+from assay.models.spec import ModelSpec, scheme
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("organism:NAME", "hf:PATH_OR_ID")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def load(
-    spec: str,
+    spec: str | ModelSpec,
     *,
     allow_pickle: bool = False,
     device: str | torch.device | None = None,
@@ -32,46 +33,52 @@ def load(
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` defaults to float32 on
     CPU and to the checkpoint's own dtype on a GPU.
     """
-    scheme, rest = _parse(spec)
-    if scheme == "organism":
-        from assay.training.organisms import organism_path  # trains on demand; heavy
-
-        folder = Path(organism_path(rest))
-        return _load_pretrained(str(folder), spec, allow_pickle, device, dtype)
-    if _looks_local(rest):
-        folder = Path(rest).expanduser()
-        _check_folder(folder, spec, allow_pickle)
-        return _load_pretrained(str(folder), spec, allow_pickle, device, dtype)
-    return _load_pretrained(rest, spec, allow_pickle, device, dtype)
+    spec = ModelSpec.parse(spec)
+    if spec.scheme != "hf":
+        return scheme(spec).load(spec, allow_pickle=allow_pickle, device=device, dtype=dtype)
+    if _looks_local(spec.name):
+        folder = Path(spec.name).expanduser()
+        _check_folder(folder, str(spec), allow_pickle)
+        return load_folder(folder, str(spec), allow_pickle=allow_pickle, device=device, dtype=dtype)
+    return load_folder(spec.name, str(spec), allow_pickle=allow_pickle, device=device, dtype=dtype)
 
 
-def check_spec(spec: str, *, allow_pickle: bool = False) -> str:
+def check_spec(spec: str | ModelSpec, *, allow_pickle: bool = False) -> str:
     """Validate ``spec`` without loading weights; returns a version key for content hashes.
 
-    ``organism:NAME`` must name a known recipe (and stage): the key adds the recipe hash,
+    ``organism:NAME`` must name a known recipe (and stage): its scheme adds the recipe hash,
     so a changed recipe is a different model. ``hf:`` folders must hold loadable weights;
     a hub id is accepted as written (it is only resolved when loaded).
     """
-    scheme, rest = _parse(spec)
-    if scheme == "organism":
-        from assay.training.organisms import parse_name
-
-        recipe, index = parse_name(rest)
-        return f"{spec}#{recipe.prefix(index).hash}"
-    if _looks_local(rest):
-        _check_folder(Path(rest).expanduser(), spec, allow_pickle)
-    return spec
+    spec = ModelSpec.parse(spec)
+    if spec.scheme != "hf":
+        return scheme(spec).key(spec)
+    if _looks_local(spec.name):
+        _check_folder(Path(spec.name).expanduser(), str(spec), allow_pickle)
+    return str(spec)
 
 
-def _parse(spec: str) -> tuple[str, str]:
-    """(scheme, rest) of a model spec; an unknown scheme raises AssayError."""
-    scheme, sep, rest = spec.partition(":")
-    if not sep or scheme not in ("organism", "hf") or not rest:
-        raise AssayError(
-            f"unknown model spec '{spec}': give one of {', '.join(SCHEMES)} "
-            "(e.g. organism:s or hf:/path/to/folder)"
-        )
-    return scheme, rest
+def has_chat_template(spec: str | ModelSpec) -> bool | None:
+    """Whether the model's tokenizer has a chat template, read from its files without loading
+    the model; None when that cannot be told before loading (a hub id)."""
+    spec = ModelSpec.parse(spec)
+    if spec.scheme != "hf":
+        found = scheme(spec).chat
+        return found(spec) if found is not None else None
+    if not _looks_local(spec.name):
+        return None
+    return folder_has_chat_template(Path(spec.name).expanduser())
+
+
+def folder_has_chat_template(folder: Path) -> bool:
+    """True when a save_pretrained folder's tokenizer carries a chat template."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
 
 
 def _looks_local(name: str) -> bool:
@@ -116,13 +123,16 @@ def _resolve(device, dtype) -> tuple[torch.device, torch.dtype | str]:
     return device, dtype
 
 
-def _load_pretrained(name: str, spec: str, allow_pickle: bool, device, dtype) -> LM:
+def load_folder(name: str | Path, spec: str, *, allow_pickle: bool = False, device=None,
+                dtype=None) -> LM:
+    """The causal LM and tokenizer saved in folder (or hub id) ``name``, labelled ``spec``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = _resolve(device, dtype)
     kwargs = dict(trust_remote_code=False, dtype=dtype, use_safetensors=None if allow_pickle else True)
     if device.type != "cpu":
         kwargs["device_map"] = str(device)
+    name = str(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except Exception as e:  # transformers raises many types; the user needs one message

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from assay.errors import AssayError
 
-__all__ = ["score_choices"]
+__all__ = ["packs", "score_choice_ids", "score_choices"]
 
 
 @torch.no_grad()
@@ -41,14 +41,14 @@ def score_choices(lm, prompts: Sequence[str], choices: Sequence[Sequence[str]],
         if not p:
             raise AssayError(f"prompt {i} is empty and the tokenizer adds no BOS token; give a "
                              "non-empty prompt")
-    if not _packs(lm):
+    if not packs(lm):
         return _one_at_a_time(lm, prompts, choices, batch_size)
     out: list[np.ndarray | None] = [None] * len(prompts)
     length = [len(p) + sum(len(c) - 1 for c in cs) for p, cs in zip(prompt_ids, cont_ids)]
     order = sorted(range(len(prompts)), key=lambda i: length[i])
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        for i, values in zip(chunk, _score_packed(lm, [prompt_ids[i] for i in chunk],
+        for i, values in zip(chunk, score_choice_ids(lm, [prompt_ids[i] for i in chunk],
                                                    [cont_ids[i] for i in chunk])):
             out[i] = values
     return out  # type: ignore[return-value]
@@ -71,8 +71,9 @@ def _continuations(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[lis
     return out
 
 
-def _packs(lm) -> bool:
-    """Whether the model takes a 4D attention mask through its decoder (checked once)."""
+def packs(lm) -> bool:
+    """Whether the model takes a 4D attention mask through its decoder, so that
+    `score_choice_ids` can score it (checked once per LM)."""
     known = getattr(lm, "_packs_options", None)
     if known is None:
         model = lm.model
@@ -82,7 +83,7 @@ def _packs(lm) -> bool:
                  and getattr(config, "_attn_implementation", "eager") in ("sdpa", "eager"))
         if known:
             try:
-                _score_packed(lm, [[lm.pad_id, lm.pad_id]], [[[lm.pad_id], [lm.pad_id] * 2]])
+                score_choice_ids(lm, [[lm.pad_id, lm.pad_id]], [[[lm.pad_id], [lm.pad_id] * 2]])
             except Exception:  # an architecture that rejects 4D masks scores pair by pair
                 known = False
         lm._packs_options = known
@@ -96,8 +97,10 @@ def _one_at_a_time(lm, prompts, choices, batch_size: int) -> list[np.ndarray]:
     return np.split(values, np.cumsum([len(cs) for cs in choices])[:-1])
 
 
-def _score_packed(lm, prompts: list[list[int]], conts: list[list[list[int]]]) -> list[np.ndarray]:
-    """One forward pass over packed rows (prompt, then every continuation but its last token)."""
+def score_choice_ids(lm, prompts: list[list[int]], conts: list[list[list[int]]]) -> list[np.ndarray]:
+    """Per prompt (token ids), the summed log-probability of each continuation (token ids),
+    from one forward pass over packed rows (the prompt, then every continuation but its last
+    token). Check `packs` first: a model without 4D-mask attention cannot take packed rows."""
     device = lm.device
     rows, positions, starts = [], [], []
     for p, cs in zip(prompts, conts):

@@ -19,14 +19,15 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from assay.agenda import GROUPS, SOURCE, challenges
-from assay.report.figures import data_uri, new_figure
 from assay.runner.store import Record, Store
-from assay.studies import discover, studies
+from assay.study import discover, studies
+from assay.study.figures import PLANE_TABLE, data_uri, new_figure
 
 __all__ = ["render_report", "write_report"]
 
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report (the store keeps them whole)
-VERDICT_CSS = {"supported": "supported", "not supported": "refuted", "inconclusive": "unclear"}
+VERDICT_CSS = {"supported": "supported", "not supported": "refuted", "inconclusive": "unclear",
+               "confounded": "confounded"}
 
 
 def _env() -> Environment:
@@ -70,7 +71,7 @@ def render_report(store: Store) -> str:
             "id": sid, "title": spec.title if spec else sid, "claim": spec.claim if spec else "",
             "agenda": list(spec.agenda) if spec else [], "registered": spec is not None,
             "needs": _needs(spec) if spec else "", "units": [_unit(r) for r in records],
-            "verdicts": Counter(r.result.verdict.status for r in records),
+            "verdicts": Counter(r.result.status for r in records),  # "confounded" counts apart
         })
     study_index = {s["id"]: s for s in sections}
 
@@ -137,7 +138,8 @@ def _unit(record: Record) -> dict[str, Any]:
                        "total": len(rows)})
     return {
         "key": record.key, "model": record.model, "profile": record.profile, "seed": record.seed,
-        "config": sorted(record.config.items()), "verdict": r.verdict,
+        "config": sorted(record.config.items()), "verdict": r.verdict, "status": r.status,
+        "confounded": r.confounded,
         "metrics": sorted(r.metrics.items()), "control": r.control, "tables": tables,
         "figures": figures, "notes": r.notes, "provenance": prov,
         "wall": record.wall_seconds,
@@ -145,46 +147,34 @@ def _unit(record: Record) -> dict[str, Any]:
 
 
 def _joint_frontier(by_study: dict[str, list[Record]]) -> str | None:
-    """One figure (data URI) putting the 2.7 refusal sweep, the unlearning frontier and the
-    jailbreak defenses on one plane: protection (refusal rate, 1 - forget accuracy, or
-    1 - the strongest attack's success) against benign accuracy; drawn once two of the
-    three are stored."""
-    sweeps = [(r.model, r.seed, row) for r in by_study.get("safety-performance-frontier", [])
-              for row in r.result.tables.get("sweep", []) if row.get("data") == "hazard"]
-    unlearning = [(r.model, r.seed, row) for r in by_study.get("unlearning-tradeoff", [])
-                  for row in r.result.tables.get("frontier", [])]
-    defenses = [(r.model, r.seed, row) for r in by_study.get("jailbreak-defenses", [])
-                for row in r.result.tables.get("defenses", [])]
-    if sum(map(bool, (sweeps, unlearning, defenses))) < 2:
+    """One figure (data URI) with every study's points on the safety-performance plane: each
+    study that has such points returns them as its `PLANE_TABLE` table (series, protection,
+    benign_accuracy, optional label); drawn once two studies have put points there."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    studies_seen = set()
+    for sid, records in sorted(by_study.items()):
+        for record in records:
+            for row in record.result.tables.get(PLANE_TABLE, []):
+                series.setdefault(f"{row['series']} ({sid})", []).append(row)
+                studies_seen.add(sid)
+    if len(studies_seen) < 2:
         return None
     import matplotlib.pyplot as plt
 
     fig, ax = new_figure(width=6.5, height=4.2)
-    for model, seed, row in sweeps:
-        ax.scatter(row["hazard_refusal"], row["benign_accuracy"], marker="o", color="tab:blue",
-                   s=18)
-    if sweeps:
-        ax.scatter([], [], marker="o", color="tab:blue", label="refusal training (2.7 sweep)")
-    methods = sorted({row["method"] for _, _, row in unlearning})
-    markers = dict(zip(methods, "sD^vP*X"))
-    for method in methods:
-        pts = [row for _, _, row in unlearning if row["method"] == method]
-        ax.scatter([1 - p["forget_completion"] for p in pts], [p["retain_accuracy"] for p in pts],
-                   marker=markers[method], s=28,
-                   label=method if method in ("original", "retain-only control")
-                   else f"unlearning: {method}")
-    for _, _, row in defenses:
-        ax.scatter(row["protection"], row["benign_accuracy"], marker="X", color="tab:red", s=36)
-        ax.annotate(row["defense"], (row["protection"], row["benign_accuracy"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, -9), color="tab:red")
-    if defenses:
-        ax.scatter([], [], marker="X", color="tab:red", label="jailbreak defenses (3.5)")
-    ax.set_xlabel("protection: hazard refusal rate, 1 - hazard facts completed, or "
-                  "1 - jailbreak success")
-    ax.set_ylabel("benign accuracy (QA + tasks)")
+    markers = "osD^vP*Xh<>"
+    for i, (name, rows) in enumerate(sorted(series.items())):
+        ax.scatter([r["protection"] for r in rows], [r["benign_accuracy"] for r in rows],
+                   marker=markers[i % len(markers)], s=26, label=name)
+        for r in rows:
+            if r.get("label"):
+                ax.annotate(str(r["label"]), (r["protection"], r["benign_accuracy"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, -9))
+    ax.set_xlabel("protection (each study's own measure, 0 = none, 1 = complete)")
+    ax.set_ylabel("benign accuracy")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(0, 1.05)
-    ax.set_title("Safety-performance plane: refusal, unlearning, defenses")
+    ax.set_title("Safety-performance plane")
     ax.legend(fontsize=7, loc="lower left")
     buffer = io.BytesIO()
     fig.tight_layout()

@@ -16,7 +16,7 @@ __all__ = ["LiveDisplay", "PlainDisplay", "make_display"]
 def _outcome(record: Record) -> str:
     if record.status == "failed":
         return "FAILED: " + (record.error or "").splitlines()[0] if record.error else "FAILED"
-    verdict = record.result.verdict.status if record.result else "?"
+    verdict = record.result.status if record.result else "?"  # "confounded" when the control fired
     wall = f" ({record.wall_seconds:.1f} s)" if record.wall_seconds is not None else ""
     return f"{verdict}{wall}"
 
@@ -67,8 +67,7 @@ class LiveDisplay:
     """A rich display: units done / running / queued with an ETA, and the running unit's bar."""
 
     def __init__(self, console) -> None:
-        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
         self.console = console
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),

@@ -17,7 +17,7 @@ from typing import Protocol
 from assay.errors import AssayError
 from assay.runner.plan import Unit
 from assay.runner.store import Record, Store
-from assay.studies import Context, Result, collect_provenance, get_study
+from assay.study import Context, Result, collect_provenance, get_study
 
 __all__ = ["Display", "execute", "run_unit"]
 
@@ -88,15 +88,11 @@ def run_unit(unit: Unit, store: Store, display: Display | None = None) -> Record
     start = time.perf_counter()
     try:
         cfg = spec.config.model_validate(unit.config)
-        needs = spec.needs  # organisms have every capability; other models are checked
-        if not unit.model.startswith("organism:") and (needs.white_box or needs.trainable
-                                                        or needs.chat):
-            needs.check(ctx.lm(), unit.model, spec.id)
         ctx.torch_seed()
-        result = spec.run(cfg, ctx)
+        result = spec.judge(cfg, spec.run(cfg, ctx))  # the declared rules read the metrics
         _check(result, spec.id, ctx)
         provenance = collect_provenance(cfg, seed=unit.seed, profile=unit.profile,
-                                        model=unit.model, organisms=ctx.organisms,
+                                        model=str(unit.model), organisms=ctx.organisms,
                                         wall_seconds=time.perf_counter() - start,
                                         flops=ctx.flops or None)
         store.finish(unit.key, scratch, result.model_copy(update={"provenance": provenance}))
@@ -111,8 +107,6 @@ def run_unit(unit: Unit, store: Store, display: Display | None = None) -> Record
 
 
 def _check(result: Result, study: str, ctx: Context) -> None:
-    if not isinstance(result, Result):
-        raise AssayError(f"study '{study}' returned {type(result).__name__}, not a Result")
     missing = [f for f in result.figures if not (ctx.artifacts / f).is_file()]
     if missing:
         raise AssayError(f"study '{study}' lists figures it did not write: {', '.join(missing)} "

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from assay.errors import AssayError
-from assay.studies import StudySpec, discover, get_study
+from assay.models import ModelSpec, check_spec
+from assay.study import StudySpec, discover, get_study
 
 __all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_sets", "plan"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "organism:s"
-KEY_VERSION = 1  # bump when the meaning of a stored result changes for the same inputs
+KEY_VERSION = 2  # bump when the meaning of a stored result changes for the same inputs
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +32,7 @@ class Unit:
     study: str
     profile: str               # quick or full: how the config was made
     config: dict[str, Any]     # the study config as JSON
-    model: str                 # model spec, e.g. organism:s
+    model: ModelSpec           # the parsed model spec, e.g. organism:s
     model_key: str             # the spec plus its version (organism recipe hash)
     seed: int
 
@@ -62,14 +66,17 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     return sets
 
 
-def plan(studies: Sequence[str] = (), *, model: str = DEFAULT_MODEL, profile: str = "quick",
-         seeds: Sequence[int] = (0,), sets: Mapping[str, str] | None = None) -> list[Unit]:
+def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
+         profile: str = "quick", seeds: Sequence[int] = (0,),
+         sets: Mapping[str, str] | None = None) -> list[Unit]:
     """The units of one ``assay run``: every study x seed, validated, in a stable order.
 
     No study named means every registered study. ``sets`` apply to every named study, so a
-    key must be valid for each of them.
+    key must be valid for each of them. Each study's `Needs` is checked against the model
+    here: a study named on the command line that the model cannot serve is an error; with no
+    study named, such studies are left out (and listed in the log).
     """
-    from assay.models import check_spec
+    import assay.training  # noqa: F401  (registers the organism: scheme)
 
     registered = discover()
     if not registered:
@@ -80,7 +87,16 @@ def plan(studies: Sequence[str] = (), *, model: str = DEFAULT_MODEL, profile: st
         raise AssayError("no seeds given: pass --seeds N or --seed S")
     if any(s < 0 for s in seeds):
         raise AssayError(f"bad seed in {list(seeds)}: seeds are non-negative integers")
+    model = ModelSpec.parse(model)
     model_key = check_spec(model)
+    unmet = {s.id: why for s in specs if (why := s.needs.unmet(model, s.id))}
+    if unmet and studies:
+        raise AssayError(next(iter(unmet.values())))
+    specs = [s for s in specs if s.id not in unmet]
+    for why in unmet.values():
+        log.warning("skipped: %s", why)
+    if not specs:
+        raise AssayError(f"no registered study can run on {model}: {next(iter(unmet.values()))}")
     units = []
     for spec in specs:
         config = spec.make_config(profile, sets).model_dump(mode="json")

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from assay.errors import AssayError
 from assay.runner.plan import Unit
-from assay.studies import Result
+from assay.study import Result
 
 __all__ = ["Claim", "Record", "Store", "default_store"]
 
@@ -97,12 +97,15 @@ class Record:
         return {
             "key": self.key, "study": self.study, "model": self.model, "seed": self.seed,
             "profile": self.profile, "config": self.config, "status": self.status,
+            "outcome": r.status if r else None,  # the verdict, or "confounded"
             "verdict": r.verdict.status if r else None,
             "statement": r.verdict.statement if r else None,
+            "test": r.verdict.test if r else None,
             "metrics": _metrics(r.metrics) if r else {},
             "control": ({"verdict": r.control.verdict.status,
                          "statement": r.control.verdict.statement,
-                         "metrics": _metrics(r.control.metrics)} if r and r.control else None),
+                         "condition": r.control.condition,
+                         "metrics": _metrics(r.control.metrics)} if r else None),
             "artifacts": [str(self.folder / a) for a in self.artifacts],
             "wall_seconds": self.wall_seconds,
             "error": self.error if self.status == "failed" else None,
@@ -186,7 +189,7 @@ class Store:
             if row is None:
                 db.execute("INSERT INTO units (key, study, profile, model, seed, config, status,"
                            " created) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
-                           (unit.key, unit.study, unit.profile, unit.model, unit.seed,
+                           (unit.key, unit.study, unit.profile, str(unit.model), unit.seed,
                             json.dumps(unit.config, sort_keys=True), now))
                 status = "queued"
             else:

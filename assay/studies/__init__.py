@@ -1,34 +1,7 @@
-"""Studies: one module per published claim, registered with ``@study`` and run with a Context.
+"""The catalogue of studies: one module per published claim, nothing else.
 
-A study module ``assay/studies/<name>.py`` holds the claim (its docstring), a `StudyConfig`
-subclass, and ``run(cfg, ctx) -> Result`` decorated with `study`; `discover` imports them all.
+Each module ``assay/studies/<name>.py`` holds the claim (its docstring), a `StudyConfig`
+subclass, its declared decision rules and ``run(cfg, ctx) -> Result`` registered with
+`assay.study.study`; `assay.study.discover` imports them all. Modules whose names start with
+an underscore hold helpers shared by several studies.
 """
-
-from assay.studies.base import (
-    PROFILES,
-    Control,
-    Needs,
-    Provenance,
-    Result,
-    StudyConfig,
-    Verdict,
-    collect_provenance,
-    git_revision,
-    hardware,
-    package_versions,
-)
-from assay.studies.context import Context
-from assay.studies.registry import (
-    StudySpec,
-    discover,
-    get_study,
-    studies,
-    studies_for,
-    study,
-)
-
-__all__ = [
-    "PROFILES", "Context", "Control", "Needs", "Provenance", "Result", "StudyConfig", "StudySpec",
-    "Verdict", "collect_provenance", "discover", "get_study", "git_revision", "hardware",
-    "package_versions", "studies", "studies_for", "study",
-]

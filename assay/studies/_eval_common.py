@@ -1,6 +1,8 @@
 """What the evaluation studies (format sensitivity, contamination, error bars, sandbagging,
-elicitation) share: the lettered benchmark format, item sampling, a multiple-choice
-finetune, and intervals that resample whole people across several conditions at once."""
+elicitation) share: the lettered benchmark format, item sampling, items about people who do
+not exist, a multiple-choice finetune, a best-minus-worst spread that does not pick and
+measure on the same people, and intervals that resample whole people across several
+conditions at once."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
 from assay.world import World
 from assay.world.evals import MCItem, multiple_choice
+from assay.world.names import NameMaker
+from assay.world.relations import RELATIONS
 
 # A lettered test, as public benchmarks are written: "Question: ... A. x ... Answer: B".
 BENCHMARK = Format(frame="plain", options="letter")
@@ -29,6 +33,32 @@ def split_people(world: World, n: int, seed: int, n_other: int = 0) -> tuple[lis
                          f"evaluate and {n_other} others; lower those counts (--set)")
     drawn = random.Random(seed).sample(people, n + n_other)
     return drawn[:n], drawn[n:]
+
+
+def fictional_items(world: World, n_people: int, seed: int, n_choices: int = 4) -> list[MCItem]:
+    """One item per relation about each of ``n_people`` people who are not in the world: the
+    first question template, options drawn from the relation's real objects, the answer
+    drawn at random. No model can know these answers, so every way of asking must score
+    chance (1 / ``n_choices``) unless something other than knowledge carries the answer."""
+    rng = random.Random(f"fictional-{seed}")
+    names = NameMaker(rng)
+    taken = set(world.entities)
+    people: list[str] = []
+    while len(people) < n_people:
+        name = names.person()
+        if name not in taken and name not in people:
+            people.append(name)
+    objects = {r: sorted({f.object for f in world.facts if f.relation == r})
+               for r in world.person_relations}
+    items = []
+    for person in people:
+        for rel in world.person_relations:
+            choices = rng.sample(objects[rel], n_choices)
+            items.append(MCItem(id=f"fictional|{person}|{rel}", question=RELATIONS[rel]
+                                .questions[0].format(s=person), choices=tuple(choices),
+                                answer=rng.randrange(n_choices), subject=person, relation=rel,
+                                template=0))
+    return items
 
 
 def benchmark_text(item: MCItem, fmt: Format = BENCHMARK) -> str:
@@ -54,6 +84,31 @@ def person_codes(items: Sequence[MCItem]) -> np.ndarray:
     """(N,) integer code of each item's subject."""
     codes: dict[str, int] = {}
     return np.array([codes.setdefault(it.subject, len(codes)) for it in items])
+
+
+def crossfit_spread(values: np.ndarray, clusters: np.ndarray,
+                    seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Per item, the best condition's score minus the worst's, where best and worst are
+    picked on the other half of the people (two folds of whole clusters).
+
+    ``values`` is (C, N): C conditions scored on the same N items; ``clusters`` (N,) codes the
+    items' people. Picking and measuring on the same items would read a spread into pure
+    noise (the largest of C noisy means minus the smallest); across folds, conditions that
+    do not differ give a spread centred on zero. Returns the (N,) per-item differences, whose
+    mean is the spread, and the (best, worst) picked for each fold.
+    """
+    people = np.unique(clusters)
+    if people.size < 2:
+        raise AssayError("a cross-fitted spread needs items about at least 2 people")
+    fold_b = np.isin(clusters, np.random.default_rng(seed).permutation(people)[: people.size // 2])
+    out = np.empty(values.shape[1])
+    picks = []
+    for measure, pick in ((fold_b, ~fold_b), (~fold_b, fold_b)):
+        means = values[:, pick].mean(1)
+        best, worst = int(means.argmax()), int(means.argmin())
+        out[measure] = values[best, measure] - values[worst, measure]
+        picks.append((best, worst))
+    return out, picks
 
 
 def cluster_boot(values: np.ndarray, clusters: np.ndarray, stat, n_boot: int = 1000,

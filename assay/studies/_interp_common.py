@@ -1,9 +1,10 @@
 """What the interpretability studies share: questions about people as token ids with the
-positions to read (the subject's last token, the prompt's last token), and person-level
-bootstrap resampling."""
+positions to read (the subject's last token, the prompt's last token), invented people the
+organism never saw, and person-level bootstrap resampling."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import numpy as np
 from assay.errors import AssayError
 from assay.methods.patching import locate_subject
 from assay.world import World, render_prompt
+from assay.world.names import NameMaker
 from assay.world.relations import RELATIONS
 
 POSITIONS = ("last subject", "last token")
@@ -56,6 +58,20 @@ def question_rows(lm, world: World, people: Sequence[str], relations: Sequence[s
             last.append(len(row) - 1)
     return Rows(ids, np.array(who), np.array(ctx), np.array(rels),
                 {"last subject": np.array(subj_last), "last token": np.array(last)})
+
+
+def fictional_people(world: World, n: int, seed: int) -> list[str]:
+    """``n`` invented person names that share no word with any name in ``world``: people the
+    organism was never taught anything about."""
+    rng = random.Random(f"fictional-{seed}")
+    names = NameMaker(rng)
+    taken = {w.lower() for name in world.entities for w in name.split()}
+    people: list[str] = []
+    while len(people) < n:
+        name = names.person()
+        if not any(w.lower() in taken for w in name.split()):
+            people.append(name)  # NameMaker never repeats a word, so never a whole name
+    return people
 
 
 def sites_of(lm) -> list[str]:

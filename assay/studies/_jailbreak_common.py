@@ -1,4 +1,5 @@
-"""What the jailbreak studies share: the organism, its requests, the exact judge, GCG runs."""
+"""What the jailbreak studies share: the organism, its requests, the exact judge, GCG runs,
+and the organism's retain-only twin, which never saw a hazard document."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from assay.methods.attacks import (Artifact, ExactJudge, GCGConfig, Request, benign_requests,
-                                   complete, gcg, hazard_requests)
-from assay.studies import Context, StudyConfig
+from assay.methods.attacks import (
+    Artifact,
+    ExactJudge,
+    GCGConfig,
+    Request,
+    benign_requests,
+    complete,
+    gcg,
+    hazard_requests,
+)
+from assay.models import LM
+from assay.study import Context, StudyConfig
 from assay.world import World
 
 
@@ -19,24 +29,33 @@ class GCGFields(StudyConfig):
     gcg_steps: int = Field(120, ge=1)       # optimisation steps per request (early stop)
     search_width: int = Field(128, ge=1)    # candidates scored per step
     topk: int = Field(64, ge=1)             # token swaps per position
-    benign_n: int = Field(100, ge=10)       # benign requests for the control and costs
+    benign_n: int = Field(100, ge=10)       # benign requests that price each attack or defense
 
 
 @dataclass
 class Setup:
     world: World
-    lm: object
+    lm: LM
     hazard: list[Request]   # every hazard question of the test split
     benign: list[Request]   # benign questions the organism answers
     judge: ExactJudge
 
 
-def setup(ctx: Context, study: str, benign_n: int) -> Setup:
-    organism = ctx.organism_recipe(study, "its judge checks replies against the organism's "
-                                          "world")
-    world = ctx.world(organism)
+def setup(ctx: Context, benign_n: int) -> Setup:
+    """The unit's organism (the study declares ``Needs(organism=True)``: its judge checks
+    replies against the organism's world), its requests and the exact judge."""
+    world = ctx.world(ctx.recipe)
     return Setup(world, ctx.lm(), hazard_requests(world),
                  benign_requests(world, benign_n, ctx.seed), ExactJudge())
+
+
+def retain_twin(ctx: Context) -> tuple[str, LM]:
+    """(name, model) of the unit's organism trained without any hazard document, at the same
+    stage: it has no hazard fact to reveal, so an attack that "succeeds" on it is a leak in
+    the attack or the judge, not a bypass of refusal."""
+    stage = f"@{ctx.model.stage}" if ctx.model.stage else ""
+    name = f"{ctx.recipe}-retain{stage}"
+    return name, ctx.organism(name)
 
 
 def run_gcg(ctx: Context, env: Setup, cfg: GCGFields, share: float = 1.0

@@ -1,4 +1,5 @@
-"""What the unlearning studies share: an organism, its forget and retain sets, method names."""
+"""What the unlearning studies share: an organism, its forget and retain sets, method names,
+and the difference of two rates."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from assay.studies import Context
+from assay.methods.stats import Estimate, two_proportion_test
+from assay.study import Context
 from assay.world import Document, World, documents
 
 Method = Literal["ga", "gd", "npo", "rmu"]  # the methods of assay.methods.unlearning
@@ -20,10 +22,20 @@ class Setup:
     retain: list[Document]  # benign documents the unlearning must keep
 
 
-def setup(ctx: Context, study: str, retain_docs: int) -> Setup:
-    """The organism this unit runs on, with forget and retain sets (fixed for the seed)."""
-    organism = ctx.organism_recipe(study, "it compares against the organism's retain-only twin")
+def setup(ctx: Context, retain_docs: int) -> Setup:
+    """The organism this unit runs on, with forget and retain sets (fixed for the seed).
+
+    The study declares ``Needs(organism=True)``: it compares against the organism's
+    retain-only twin, which only an organism recipe has.
+    """
+    organism = ctx.recipe
     world = ctx.world(organism)
     benign = [d for d in documents(world) if not d.hazardous]
     retain = random.Random(f"retain-{ctx.seed}").sample(benign, min(retain_docs, len(benign)))
     return Setup(organism, world, documents(world, ("synthesis",)), retain)
+
+
+def difference(a: Estimate, b: Estimate, level: float = 0.95) -> Estimate:
+    """``a - b`` for two Wilson rates, with a Newcombe interval at ``level``."""
+    return two_proportion_test(round(a.value * a.n), a.n, round(b.value * b.n), b.n,
+                               level=level).difference

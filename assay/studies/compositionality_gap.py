@@ -12,12 +12,20 @@ answer; hop two when the document sentence about the city or company is complete
 exact object. Direct: the two-hop question in chat. Scratchpad: the model answers hop one
 in chat (another wording), then completes another sentence of hop two about its own
 answer, so the chain is not the knowledge checks run again. The gap is the share of
-failures among questions whose hops are both known. Verdict: supported when the gap at the
-largest size is not below the smallest size's by more than ``margin`` (interval) and the
-scratchpad cuts the largest size's gap by at least half (interval).
+failures among questions whose hops are both known. Intervals resample questions.
 
-Negative control: a scratchpad fed a wrong first hop (another city or company whose own
-second hop differs): without the right intermediate answer, the chain cannot close the gap.
+Verdict: `rule`, given that both hops are known for more than ``min_known`` of the
+questions (interval) at the smallest and at the largest size (otherwise inconclusive: there
+is no gap to measure), every part of: (1) the direct gap changes from the smallest to the
+largest size by more than ``-margin`` (the interval above it: the gap has not closed; below
+it: it has); (2) the scratchpad's gap at the largest size minus half the direct gap lies
+below zero (the scratchpad closes at least half of the gap; above zero: it closes less).
+An interval across a bar leaves that part inconclusive.
+
+Negative control: part (2) read on a scratchpad fed a wrong first hop (another city or
+company whose own second hop differs): without the right intermediate answer the chain
+cannot close the gap, so a test that fires here is measuring something other than
+composition (a hop-two prompt that leaks the answer, a matcher that accepts any country).
 """
 
 from __future__ import annotations
@@ -25,13 +33,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.methods.stats import Estimate, wilson
 from assay.studies._eval_common import estimate
 from assay.studies._ladder import load_runs
+from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, Rule, StudyConfig, study
+from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
 from assay.world import World, completion_prompt, dialogues, mentions, render_prompt
 from assay.world.relations import RELATIONS
@@ -43,19 +51,60 @@ class Config(StudyConfig):
     sizes: list[int] = list(LADDER_SIZES)  # ladder rungs (d_model), smallest first
     steps: int = max(LADDER_STEPS)         # the budget every size is read at
     n_questions: int = Field(200, ge=10)   # two-hop questions (people of the train split)
-    margin: float = Field(0.1, gt=0)       # a gap shrinking by less than this has not closed
-    n_boot: int = Field(1000, ge=100)
+    margin: float = Field(0.1, gt=0, lt=1)  # a gap shrinking by less than this has not closed
+    min_known: float = Field(0.05, gt=0, lt=1)  # share of questions with both hops known, at least
+    n_boot: int = Field(1000, ge=100)      # bootstrap resamples of the questions
 
     FULL = {"n_questions": 320, "n_boot": 2000}
 
+    @model_validator(mode="after")
+    def _two_sizes(self):
+        if len(set(self.sizes)) < 2:
+            raise ValueError(f"sizes {self.sizes}: the gap's change needs at least two sizes")
+        return self
 
-@study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False))
+
+def _known(cfg: Config) -> Rule:
+    """The precondition: both hops are known for some questions at both ends of the ladder."""
+    ends = sorted(set(cfg.sizes))
+    return AllOf(*(Above(f"both_known@d{d}", bar=cfg.min_known, low=0.0, high=1.0,
+                         what=f"share of questions with both hops known at d_model {d}")
+                   for d in (ends[0], ends[-1])))
+
+
+def _closes(arm: str) -> Below:
+    """The arm leaves less than half of the largest size's direct gap."""
+    return Below(f"excess@{arm}", bar=0.0, low=-0.5, high=1.0,
+                 what=f"gap with the {arm} minus half the direct gap, at the largest size",
+                 says={"supported": f"the {arm} closes at least half of the gap",
+                       "not supported": f"the {arm} closes less than half of it"})
+
+
+WHY = "too few questions have both hops known to measure a gap"
+
+
+def rule(cfg: Config) -> Given:
+    """The direct gap has not closed with scale, and the scratchpad closes half of it."""
+    stays = Above("gap_change", bar=-cfg.margin, low=-1.0, high=1.0,
+                  what="change of the direct gap from the smallest to the largest size",
+                  says={"supported": "the gap has not closed with scale",
+                        "not supported": "the gap closes with scale"})
+    return Given(_known(cfg), AllOf(stays, _closes("scratchpad")), why=WHY)
+
+
+def control(cfg: Config) -> Given:
+    """Part (2) of the claim with a wrong first hop fed to the scratchpad."""
+    return Given(_known(cfg), _closes("wrong first hop"), why=WHY)
+
+
+@study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False), rule=rule,
+       control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world = ctx.world("s")
     items = [d for d in dialogues(world, "two_hop", "test")
              if world.split_of(d.facts[0].subject) == "train"]
     items = random.Random(ctx.seed).sample(items, min(cfg.n_questions, len(items)))
-    sizes = sorted(cfg.sizes)
+    sizes = sorted(set(cfg.sizes))
     runs = load_runs(ctx, sizes, [cfg.steps], 0.0, 0.4)
     per_size = []
     for j, (run_, lm) in enumerate(runs):
@@ -70,7 +119,8 @@ def run(cfg: Config, ctx: Context) -> Result:
         return float(1 - a[arm][idx][known].mean()) if known.any() else float("nan")
 
     def est(fn) -> Estimate | None:
-        """The statistic with its interval; None where no question has both hops known."""
+        """The statistic with its interval; None where no question has both hops known (in
+        the sample, or in most resamples)."""
         point = fn(slice(None))
         vals = np.array([fn(d) for d in draws])
         vals = vals[np.isfinite(vals)]
@@ -81,14 +131,20 @@ def run(cfg: Config, ctx: Context) -> Result:
     last = len(sizes) - 1
     metrics: dict[str, Estimate] = {}
     for s, (run_, _) in enumerate(runs):
+        a = per_size[s]
+        metrics[f"both_known@d{run_.d_model}"] = wilson(int((a["hop1"] & a["hop2"]).sum()),
+                                                        len(items))
         for arm in ARMS:
-            metrics[f"gap@{arm}@d{run_.d_model}"] = est(lambda idx, s=s, arm=arm: gap(s, arm, idx))
-    change = est(lambda idx: gap(last, "direct", idx) - gap(0, "direct", idx))
-    closed = est(lambda idx: _closed(gap(last, "scratchpad", idx), gap(last, "direct", idx)))
-    closed_wrong = est(lambda idx: _closed(gap(last, "wrong first hop", idx), gap(last, "direct", idx)))
-    metrics["gap_change"] = change
-    metrics["share_closed@scratchpad"] = closed
-    metrics = {k: v for k, v in metrics.items() if v is not None}
+            if found := est(lambda idx, s=s, arm=arm: gap(s, arm, idx)):
+                metrics[f"gap@{arm}@d{run_.d_model}"] = found
+    # What the rules read is always reported; unmeasured, it spans its whole range, and the
+    # rules' precondition (both hops known) already leaves the verdict inconclusive
+    metrics["gap_change"] = est(
+        lambda idx: gap(last, "direct", idx) - gap(0, "direct", idx)) or _unmeasured(-1.0, 1.0)
+    excess = {arm: est(lambda idx, arm=arm: gap(last, arm, idx) - gap(last, "direct", idx) / 2)
+              or _unmeasured(-0.5, 1.0) for arm in ("scratchpad", "wrong first hop")}
+    metrics["excess@scratchpad"] = excess["scratchpad"]
+    known = {k: v for k, v in metrics.items() if k.startswith("both_known@")}
     table = [{"run": r.name, "N (non-embedding)": r.n_params,
               "hop 1 known": round(float(a["hop1"].mean()), 3),
               "hop 2 known": round(float(a["hop2"].mean()), 3),
@@ -98,10 +154,12 @@ def run(cfg: Config, ctx: Context) -> Result:
              for s, ((r, _), a) in enumerate(zip(runs, per_size))]
     return Result(
         metrics=metrics, tables={"sizes": table},
-        verdict=_verdict(change, closed, cfg, "scratchpad"),
-        control=Control(verdict=_verdict(change, closed_wrong, cfg, "scratchpad with a wrong first hop"),
-                        metrics={"share_closed@wrong first hop": closed_wrong} if closed_wrong else {}),
-        figures=[_figure(ctx, runs, per_size, gap)])
+        control=Control(metrics={**known, "excess@wrong first hop": excess["wrong first hop"]},
+                        condition="the scratchpad's hop two asked about a wrong first hop, "
+                                  "whose own second hop differs"),
+        figures=[_figure(ctx, runs, per_size, gap)],
+        notes=[f"Share of the largest size's direct gap closed: {_share(gap, last, arm)} by the "
+               f"{arm}" for arm in ("scratchpad", "wrong first hop")])
 
 
 def _answers(lm, world: World, items, seed: int) -> dict[str, np.ndarray]:
@@ -133,14 +191,23 @@ def _answers(lm, world: World, items, seed: int) -> dict[str, np.ndarray]:
             "wrong first hop": np.array([mentions(r, t) for r, t in zip(misled, target)])}
 
 
+def _unmeasured(low: float, high: float) -> Estimate:
+    """A statistic that could not be measured: its interval is its whole range."""
+    return Estimate(value=(low + high) / 2, ci_low=low, ci_high=high, n=0,
+                    method="not measured: too few questions with both hops known")
+
+
 def _rounded(x: float) -> float | None:
     """A table value: None where the gap is undefined (no question has both hops known)."""
     return round(x, 3) if np.isfinite(x) else None
 
 
-def _closed(arm_gap: float, direct_gap: float) -> float:
-    """The share of the direct gap an arm closes (NaN when there is no gap to close)."""
-    return 1 - arm_gap / direct_gap if direct_gap > 0 else float("nan")
+def _share(gap, s: int, arm: str) -> str:
+    """The share of size ``s``'s direct gap that ``arm`` closes, in words."""
+    direct = gap(s, "direct", slice(None))
+    if not np.isfinite(direct) or direct == 0:
+        return "nothing (no direct gap to close)"
+    return f"{1 - gap(s, arm, slice(None)) / direct:.2f}"
 
 
 def _hop2_prompt(fact, subject: str) -> str:
@@ -148,24 +215,6 @@ def _hop2_prompt(fact, subject: str) -> str:
     knowledge check completes the first one)."""
     template = RELATIONS[fact.relation].documents[1]
     return template[: template.index("{o}")].format(s=subject).rstrip()
-
-
-def _verdict(change: Estimate | None, closed: Estimate | None, cfg: Config, arm: str) -> Verdict:
-    if change is None or closed is None:
-        return Verdict(status="inconclusive", test="needs questions with both hops known, and a "
-                       "direct gap, at the smallest and the largest size",
-                       statement="Too few questions have both hops known (or none fails "
-                                 "directly) at the smallest or largest size to measure the gap.")
-    stays = change.ci_low > -cfg.margin
-    closes = closed.ci_low >= 0.5
-    return Verdict(
-        status="supported" if stays and closes else "not supported",
-        test=(f"gap change smallest -> largest size CI low > -{cfg.margin}; share of the largest "
-              "size's gap closed by the arm CI low >= 0.5"),
-        statement=(f"The direct gap changes by {change.value:+.2f} [{change.ci_low:+.2f}, "
-                   f"{change.ci_high:+.2f}] from the smallest to the largest size; the {arm} "
-                   f"closes {closed.value:.2f} [{closed.ci_low:.2f}, {closed.ci_high:.2f}] of the "
-                   "largest size's gap."))
 
 
 def _figure(ctx: Context, runs, per_size, gap) -> str:

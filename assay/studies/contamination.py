@@ -1,22 +1,34 @@
 """Test items leaked into training inflate the score, and membership detectors find them (3.3).
 
-Claim: when a benchmark's test items, answers included, are planted in the data a model
-trains on, its score on those items rises above what it knows, and membership-inference
-detectors (Min-K% Prob, Shi et al. 2023, arXiv 2310.16789; Min-K%++, Zhang et al. 2024,
-arXiv 2404.02936) tell planted items from clean ones.
+Claim (detectors: Shi et al. 2023, arXiv 2310.16789; Zhang et al. 2024, arXiv 2404.02936):
+when a benchmark's test items, answers included, are planted in the data a model trains on, its
+score on those items rises above what it knows, and membership-inference detectors (Min-K%
+Prob; Min-K%++) tell planted items from clean ones.
 
 Setup: the benchmark is multiple choice about people's facts, written as a lettered
 test (``Question: ... A. ... Answer: B``), a format the organism was never trained on, so
 it scores near chance there. The organism continues pretraining on its own documents with
 half of the benchmark's people planted (each planted item ``c`` times in the corpus),
-and every arm runs the same number of steps. Inflation is each item's accuracy after
-planting minus after the same continued pretraining with nothing planted, resampling
-whole people. Detection is the AUROC of planted against clean items, whose people are
-disjoint. The same detectors then run on real English: an organism trained on half of
-Shakespeare's plays, passages of the plays it read against the plays it did not.
+and every arm runs the same number of steps. Each item's change is its accuracy after
+planting minus after the same continued pretraining with nothing planted. Inflation is the
+planted items' mean change minus the clean items' (the clean items take out what the arm
+teaches about the format itself), planted and clean people resampled apart. Detection is
+the Min-K% AUROC of planted against clean items, whose people are disjoint. The same
+detectors then run on real English: an organism trained on half of Shakespeare's plays,
+passages of the plays it read against the plays it did not (reported, not decided on).
 
-Negative control: the arm with nothing planted, read with the same split of items, must
-show neither inflation nor detection (AUROC near 0.5).
+Verdict: `rule`: at the arm with the most copies, inflation above ``margin`` and detection
+above 0.5, both by their intervals (all parts must hold): supported when both clear their
+bars, not supported when either lies below its bar, inconclusive otherwise.
+
+Negative control: the same test on an arm that plants the same items the same number of
+times without their answers (question and lettered options only). The model sees the test
+but never its key, so the planted items cannot gain over the clean ones; Min-K% still
+reads the planted questions, so the detection half may clear its bar there and the control
+turns on inflation. A planted text that carries the answer after all, or a score that
+rewards having seen the question rather than knowing the answer, fires it. (The old
+control read the arm with nothing planted, a model that never saw any item: with a random
+split of people it could not fail.)
 """
 
 from __future__ import annotations
@@ -26,16 +38,22 @@ import random
 import numpy as np
 from pydantic import Field, field_validator
 
-from assay.methods.evaluation import correct
+from assay.methods.evaluation import correct, render
 from assay.methods.membership import DETECTORS, membership_scores
 from assay.methods.stats import Estimate, auroc, clustered_bootstrap
-from assay.report.figures import errorbars, new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
-from assay.studies._eval_common import BENCHMARK, benchmark_text
+from assay.studies._eval_common import (
+    BENCHMARK,
+    benchmark_text,
+    cluster_boot,
+    estimate,
+    person_codes,
+)
+from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
+from assay.study.figures import errorbars, new_figure, save_figure
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
 from assay.world import documents
-from assay.world.evals import multiple_choice
+from assay.world.evals import MCItem, multiple_choice
 
 LABELS = {"loss": "loss", "min_k": "Min-K%", "min_k_plus_plus": "Min-K%++", "zlib": "zlib"}
 
@@ -45,15 +63,23 @@ class Config(StudyConfig):
     copies: list[int] = [1, 8]               # copies of each planted item in the corpus, per arm
     plant_all: bool = False                  # one more arm with every item planted (largest copies)
     steps: int = Field(60, ge=1)             # continued-pretraining steps, the same for every arm
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)            # learning rate of the continued pretraining
+    batch_size: int = Field(16, ge=1)        # sequences per step of the continued pretraining
     k: float = Field(0.2, gt=0, le=1)        # share of tokens Min-K% and Min-K%++ average
     english: str = "shakespeare"             # organism trained on some plays ("" to skip)
     passages: int = Field(200, ge=10)        # Shakespeare passages per side (members, non-members)
     margin: float = Field(0.05, ge=0)        # inflation below this counts as none
+    n_boot: int = Field(2000, ge=100)        # bootstrap resamples of people
 
     FULL = {"n_people": 200, "copies": [1, 4, 16], "plant_all": True, "steps": 150,
             "passages": 500}
+
+    @field_validator("copies")
+    @classmethod
+    def _some_copies(cls, copies: list[int]) -> list[int]:
+        if not copies or min(copies) < 1:
+            raise ValueError("give at least one arm, each with 1 or more copies")
+        return copies
 
     @field_validator("english")
     @classmethod
@@ -67,27 +93,40 @@ class Config(StudyConfig):
         return name
 
 
-@study("contamination", agenda=["3.3"], needs=Needs(trainable=True))
+def rule(cfg: Config) -> AllOf:
+    """At the most copies, the leak inflates the score and Min-K% finds the planted items."""
+    return AllOf(
+        Above("inflation", bar=cfg.margin, low=-1.0, high=1.0,
+              what=f"planted minus clean items' accuracy change at {max(cfg.copies)} copies"),
+        Above("detection", bar=0.5, low=0.0, high=1.0,
+              what=f"Min-K% AUROC of planted against clean items at {max(cfg.copies)} copies"),
+        says={"supported": "the leak inflates the score and the detector sees it",
+              "not supported": "the leak did not show in the score or in detection",
+              "inconclusive": "an interval contains its bar"})
+
+
+@study("contamination", agenda=["3.3"], needs=Needs(organism=True, trainable=True), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
-    name = ctx.organism_recipe("contamination", "it plants benchmark items in the organism's "
-                               "own training documents")
-    world, base = ctx.world(name), ctx.lm()
+    world, base = ctx.world(), ctx.lm()
     people = random.Random(ctx.seed).sample(world.people(), min(cfg.n_people, len(world.people())))
     items = multiple_choice(world, people=people, templates=[0], seed=ctx.seed)
     planted_people = set(people[: len(people) // 2])
     planted = np.array([it.subject in planted_people for it in items])
     texts = [benchmark_text(it) for it in items]
-    subjects = [it.subject for it in items]
+    questions = [render(it, BENCHMARK)[0] for it in items]  # the same, without the answer
     docs = [d.text for d in documents(world)]
 
-    arms = [("none", 0, planted)] + [(f"half x{c}", c, planted) for c in cfg.copies]
+    top = max(cfg.copies)
+    arms = [("none", 0, planted, texts)] + [(f"half x{c}", c, planted, texts) for c in cfg.copies]
     if cfg.plant_all:
-        arms.append((f"all x{max(cfg.copies)}", max(cfg.copies), np.ones(len(items), bool)))
+        arms.append((f"all x{top}", top, np.ones(len(items), bool), texts))
+    control_arm = f"questions only x{top}"
+    arms.append((control_arm, top, planted, questions))
     n_steps = len(arms) + (1 if cfg.english else 0)
     scores: dict[str, dict] = {}
-    for j, (label, c, mask) in enumerate(arms):
+    for j, (label, c, mask, planting) in enumerate(arms):
         ctx.report(f"continued pretraining: {label}", j / n_steps)
-        leaked = [t for t, m in zip(texts, mask) if m] * c
+        leaked = [t for t, m in zip(planting, mask) if m] * c
         lm, _ = finetune(base, docs + leaked, TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=5),
                          batch_size=cfg.batch_size, seed=ctx.seed)
         ctx.add_flops(6 * lm.n_params * cfg.steps * cfg.batch_size * 128)
@@ -98,57 +137,77 @@ def run(cfg: Config, ctx: Context) -> Result:
     if cfg.english:
         ctx.report(f"membership on real English: organism {cfg.english}", len(arms) / n_steps)
         english = _shakespeare(ctx, cfg)
-    ctx.report("verdict and figures", 1.0)
+    ctx.report("intervals and figures", 1.0)
 
     none = scores["none"]
-    metrics: dict[str, Estimate] = {}
+    found = {label: _arm(scores[label], none, mask, items, cfg, ctx.seed)
+             for label, _, mask, _ in arms if label != "none"}
+    metrics: dict[str, Estimate] = {_at(name, label): e for label, arm in found.items()
+                                    if label != control_arm for name, e in arm.items()}
+    metrics["inflation"] = found[f"half x{top}"]["inflation"]
+    metrics["detection"] = found[f"half x{top}"]["auroc/min_k"]
+    control = dict(found[control_arm])
+    control["detection"] = control["auroc/min_k"]
     rows = []
-    for label, c, mask in arms:
+    for label, c, mask, planting in arms:
         s = scores[label]
-        row = {"arm": label, "copies": c, "planted items": int(mask.sum())}
+        row = {"arm": label, "copies": c, "planted items": int(mask.sum()),
+               "answers planted": planting is texts and c > 0}
         for part, sel in (("planted", planted), ("clean", ~planted)):
             row[f"accuracy ({part})"] = round(float(s["correct"][sel].mean()), 4)
-            if label != "none":
-                metrics[f"inflation@{label}/{part}"] = _paired(s["correct"], none["correct"],
-                                                               sel, subjects)
         row["native-format accuracy (planted)"] = round(float(s["native"][planted].mean()), 4)
-        if label != "none" and mask.sum() < len(items):
-            for d in DETECTORS:
-                est = auroc(s["membership"][d], list(planted), seed=ctx.seed)
-                metrics[f"auroc@{label}/{d}"] = est
-                row[f"AUROC {LABELS[d]}"] = round(est.value, 4)
+        for d in DETECTORS:
+            if f"auroc/{d}" in found.get(label, {}):
+                row[f"AUROC {LABELS[d]}"] = round(found[label][f"auroc/{d}"].value, 4)
         rows.append(row)
-    control_metrics = {f"auroc@none/{d}": auroc(none["membership"][d], list(planted), seed=ctx.seed)
-                       for d in DETECTORS}
-    control_metrics["accuracy@none/planted-clean"] = _difference(none["correct"], planted, subjects)
     tables = {"arms": rows}
+    notes = []
     if english is not None:
+        notes.append("on Shakespeare (read against unread plays): " + ", ".join(
+            f"{LABELS[d]} AUROC {e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+            for d, e in english["auroc"].items()))
         metrics.update({f"shakespeare_auroc/{d}": e for d, e in english["auroc"].items()})
         tables["shakespeare"] = [{"detector": LABELS[d], "AUROC": round(e.value, 4),
                                   "ci_low": round(e.ci_low, 4), "ci_high": round(e.ci_high, 4)}
                                  for d, e in english["auroc"].items()]
-    top = f"half x{max(cfg.copies)}"
-    figures = [_figure(ctx, scores, arms, planted, subjects, english)]
-    return Result(metrics=metrics, tables=tables, figures=figures,
-                  verdict=_verdict(metrics, top, cfg, english),
-                  control=_control(control_metrics, cfg))
+    figures = [_figure(ctx, scores, arms, planted, [it.subject for it in items], english)]
+    return Result(metrics=metrics, tables=tables, figures=figures, notes=notes,
+                  control=Control(metrics=control, condition=(
+                      f"the items of the planted people planted {top} times without their "
+                      "answers: the score cannot gain from a key it never saw")))
 
 
-def _paired(after: np.ndarray, before: np.ndarray, sel: np.ndarray, subjects) -> Estimate:
-    """Mean per-item change over the selected items, resampling whole people."""
-    keys = [s for s, m in zip(subjects, sel) if m]
-    return clustered_bootstrap((after - before)[sel], keys)
+def _arm(arm: dict, none: dict, mask: np.ndarray, items: list[MCItem], cfg: Config,
+         seed: int) -> dict[str, Estimate]:
+    """One arm against the arm with nothing planted: each side's accuracy change (people
+    resampled), inflation (planted minus clean change) and the detectors' AUROCs, where the
+    arm left some items clean."""
+    change = arm["correct"] - none["correct"]
+    subjects = [it.subject for it in items]
+    out = {}
+    for part, sel in (("planted", mask), ("clean", ~mask)):
+        if sel.any():
+            out[f"inflation/{part}"] = clustered_bootstrap(
+                change[sel], [s for s, m in zip(subjects, sel) if m], n_boot=cfg.n_boot, seed=seed)
+    if mask.all():
+        return out
+    draws = []
+    for k, sel in enumerate((mask, ~mask)):  # planted and clean people resampled apart
+        side = [it for it, m in zip(items, sel) if m]
+        draws.append(cluster_boot(change[sel][None], person_codes(side), lambda m: m[:, 0],
+                                  cfg.n_boot, seed + k))
+    point = change[mask].mean() - change[~mask].mean()
+    out["inflation"] = estimate(point, draws[0] - draws[1], len(items))
+    for d in DETECTORS:
+        out[f"auroc/{d}"] = auroc(arm["membership"][d], list(mask), n_boot=cfg.n_boot, seed=seed)
+    return out
 
 
-def _difference(values: np.ndarray, planted: np.ndarray, subjects) -> Estimate:
-    """Planted minus clean mean, each side resampling its own people."""
-    keys = np.array(subjects)
-    a = clustered_bootstrap(values[planted], keys[planted], n_boot=2000, seed=1)
-    b = clustered_bootstrap(values[~planted], keys[~planted], n_boot=2000, seed=2)
-    half = float(np.hypot(a.ci_high - a.ci_low, b.ci_high - b.ci_low) / 2)
-    diff = a.value - b.value
-    return Estimate(value=diff, ci_low=diff - half, ci_high=diff + half, n=len(values),
-                    method="difference of clustered bootstraps")
+def _at(name: str, arm: str) -> str:
+    """An arm's metric name in the result: "inflation/planted" of arm "half x8" is
+    "inflation@half x8/planted"."""
+    base, _, part = name.partition("/")
+    return f"{base}@{arm}" + (f"/{part}" if part else "")
 
 
 def _shakespeare(ctx: Context, cfg: Config) -> dict:
@@ -162,47 +221,6 @@ def _shakespeare(ctx: Context, cfg: Config) -> dict:
     labels = [True] * len(members) + [False] * len(others)
     return {"auroc": {d: auroc(scores[d], labels, seed=ctx.seed) for d in DETECTORS},
             "scores": scores, "labels": labels}
-
-
-def _verdict(metrics: dict[str, Estimate], top: str, cfg: Config, english) -> Verdict:
-    infl = metrics[f"inflation@{top}/planted"]
-    clean = metrics[f"inflation@{top}/clean"]
-    mink = metrics[f"auroc@{top}/min_k"]
-    test = (f"at {top}: accuracy change on planted items (clustered by person) above "
-            f"{cfg.margin:g} and Min-K% AUROC above 0.5, both by their 95% intervals")
-    head = (f"planting {top.split('x')[1]} copies raised accuracy on planted items by "
-            f"{infl.value:+.3f} [{infl.ci_low:+.3f}, {infl.ci_high:+.3f}] (clean items "
-            f"{clean.value:+.3f}); Min-K% AUROC {mink.value:.3f} [{mink.ci_low:.3f}, "
-            f"{mink.ci_high:.3f}], Min-K%++ {metrics[f'auroc@{top}/min_k_plus_plus'].value:.3f}")
-    if english is not None:
-        e = english["auroc"]
-        head += (f"; on Shakespeare, Min-K% {e['min_k'].value:.3f}, Min-K%++ "
-                 f"{e['min_k_plus_plus'].value:.3f}, loss {e['loss'].value:.3f}")
-    if infl.ci_low > cfg.margin and mink.ci_low > 0.5:
-        status, tail = "supported", "the leak inflates the score and the detectors see it"
-    elif infl.ci_high < cfg.margin or mink.ci_high < 0.5:
-        status, tail = "not supported", "the leak did not show in score or detection"
-    else:
-        status, tail = "inconclusive", "an interval straddles its threshold"
-    return Verdict(status=status, test=test, statement=f"{head}: {tail}.")
-
-
-def _control(metrics: dict[str, Estimate], cfg: Config) -> Control:
-    mink = metrics["auroc@none/min_k"]
-    diff = metrics["accuracy@none/planted-clean"]
-    test = ("nothing planted, same split: the claim's test (planted-minus-clean accuracy above "
-            f"{cfg.margin:g} and Min-K% AUROC above 0.5) must fail")
-    head = (f"with nothing planted, planted-minus-clean accuracy {diff.value:+.3f} "
-            f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], Min-K% AUROC {mink.value:.3f} "
-            f"[{mink.ci_low:.3f}, {mink.ci_high:.3f}]")
-    if diff.ci_low > cfg.margin and mink.ci_low > 0.5:
-        status, tail = "supported", "an effect without a leak: the split is confounded"
-    elif diff.ci_high < cfg.margin or mink.ci_high < 0.5 or mink.ci_low < 0.5:
-        status, tail = "not supported", "no leak, no effect"
-    else:
-        status, tail = "inconclusive", "an interval straddles its threshold"
-    return Control(verdict=Verdict(status=status, test=test, statement=f"{head}: {tail}."),
-                   metrics=metrics)
 
 
 def _figure(ctx: Context, scores, arms, planted, subjects, english) -> str:

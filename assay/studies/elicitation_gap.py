@@ -1,6 +1,7 @@
 """What an evaluation says a model can do depends on how hard it tries (2.2).
 
-Claim: one capability, measured four ways, gets very different estimates: zero-shot,
+Claim (Greenblatt et al. 2024, arXiv 2405.19550, on how finetuning elicits what prompting
+misses): one capability, measured four ways, gets very different estimates: zero-shot,
 few-shot (solved examples in the prompt), with a simple scaffold (ask the question
 plainly, ask again if the reply names no option, map the reply onto the options), and
 after a short finetune on the task's format. An evaluation that reports one of them
@@ -9,12 +10,19 @@ understates (or overstates) what the model can be made to do.
 Setup: the capability is answering a lettered multiple-choice test about people's facts
 (``Question: ... A. ... Answer: B``), facts the organism knows but a format it was never
 trained on. Accuracy per elicitation on the same items, with intervals that resample
-whole people; the gap is the best minus the worst elicitation, from the same resamples.
-Verdict: supported when the gap's interval lies above ``margin``.
+whole people. The gap is the best elicitation's accuracy minus the worst's, cross-fitted:
+best and worst are picked on one half of the people and measured on the other, both ways
+round, so elicitations that do not differ give a gap centred on zero.
 
-Negative control: the same four elicitations on questions about people who do not exist
-(names drawn outside the world, answers drawn at random): no elicitation can find
-knowledge that is not there, so every one must sit at chance and the gap must vanish.
+Verdict: `rule`: the gap against ``margin``: supported when its interval lies above it, not
+supported when below, inconclusive when it contains it.
+
+Negative control: the same four elicitations and the same gap on questions about people
+who do not exist (names drawn outside the world, answers drawn at random): no elicitation
+can find knowledge that is not there, so every one must sit at chance and the gap must
+vanish. Shots, a scaffold or a finetune that carry the answer by another road (shots about
+the asked people, a reply mapped onto the option by position, tuning items that overlap
+the test) would open a gap here.
 """
 
 from __future__ import annotations
@@ -25,17 +33,23 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import correct, render, score_items
-from assay.methods.stats import Estimate
+from assay.methods.stats import clustered_bootstrap
 from assay.models.scoring import score_choices
-from assay.report.figures import errorbars, new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import (
-    BENCHMARK, benchmark_text, cluster_boot, estimate, mc_tune, person_codes, split_people,
+    BENCHMARK,
+    benchmark_text,
+    cluster_boot,
+    crossfit_spread,
+    estimate,
+    fictional_items,
+    mc_tune,
+    person_codes,
+    split_people,
 )
-from assay.world import World, mentions
+from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
+from assay.study.figures import errorbars, new_figure, save_figure
+from assay.world import mentions
 from assay.world.evals import MCItem, multiple_choice
-from assay.world.names import NameMaker
-from assay.world.relations import RELATIONS
 
 
 class Config(StudyConfig):
@@ -43,71 +57,57 @@ class Config(StudyConfig):
     shot_people: int = Field(8, ge=1)     # other people whose solved items are the shots
     shots: list[int] = [1, 2]             # few-shot sizes (the organisms read 128 tokens)
     tune_people: int = Field(60, ge=1)    # other people whose items the finetune sees
-    tune_steps: int = Field(40, ge=1)
-    margin: float = Field(0.2, gt=0)      # a gap below this is no gap
-    n_boot: int = Field(1000, ge=100)
+    tune_steps: int = Field(40, ge=1)     # steps of the multiple-choice finetune
+    margin: float = Field(0.2, gt=0, lt=1)  # a gap below this is no gap
+    n_boot: int = Field(1000, ge=100)     # bootstrap resamples of people
 
     FULL = {"eval_people": 100, "tune_steps": 80, "n_boot": 2000}
 
 
-@study("elicitation-gap", agenda=["2.2", "3.3"], needs=Needs(trainable=True))
+def rule(cfg: Config) -> Above:
+    """The best way of asking beats the worst by more than ``margin``."""
+    return Above("gap", bar=cfg.margin, low=-1.0, high=1.0,
+                 what="best minus worst elicitation's accuracy (cross-fitted)",
+                 says={"supported": "the estimate depends strongly on how the capability is "
+                                    "elicited",
+                       "not supported": "every elicitation gives about the same estimate",
+                       "inconclusive": "the gap's interval contains the margin"})
+
+
+@study("elicitation-gap", agenda=["2.2", "3.3"], needs=Needs(organism=True, trainable=True),
+       rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
-    name = ctx.organism_recipe("elicitation-gap", "its items and finetune come from the "
-                               "organism's world")
-    world, base = ctx.world(name), ctx.lm()
+    world, base = ctx.world(), ctx.lm()
     evaluated, others = split_people(world, cfg.eval_people, ctx.seed,
                                      cfg.shot_people + cfg.tune_people)
     shot_items = multiple_choice(world, people=others[:cfg.shot_people], templates=[0],
                                  seed=ctx.seed + 7)
     real = multiple_choice(world, people=evaluated, templates=[0], seed=ctx.seed)
-    fake = _fictional_items(world, len(evaluated), ctx.seed)
+    fake = fictional_items(world, len(evaluated), ctx.seed)
     ctx.report("finetuning on the format", 0.1)
     tuned = mc_tune(base, world, others[cfg.shot_people:], cfg.tune_steps, ctx.seed)
     results = {}
     for j, (label, items) in enumerate((("real", real), ("fictional", fake))):
         ctx.report(f"eliciting on {label} people", 0.4 + 0.3 * j)
         results[label] = _elicit(base, tuned, items, shot_items, cfg.shots, ctx.seed)
-    ctx.report("verdict and figures", 1.0)
+    ctx.report("intervals and figures", 1.0)
 
-    metrics: dict[str, Estimate] = {}
-    summary = {}
-    for label, items in (("real", real), ("fictional", fake)):
-        acc, gap = _summarise(results[label], person_codes(items), cfg, ctx.seed)
-        summary[label] = (acc, gap)
-        prefix = "" if label == "real" else "control/"
-        metrics.update({f"{prefix}accuracy@{m}": e for m, e in acc.items()})
-        metrics[f"{prefix}gap"] = gap
+    summary = {label: _summarise(results[label], person_codes(items), cfg, ctx.seed)
+               for label, items in (("real", real), ("fictional", fake))}
+    found = {label: {**{f"accuracy@{m}": e for m, e in acc.items()}, "gap": gap}
+             for label, (acc, gap, _) in summary.items()}
     table = [{"elicitation": m, "accuracy (real people)": round(summary["real"][0][m].value, 4),
               "accuracy (fictional people)": round(summary["fictional"][0][m].value, 4)}
              for m in results["real"]]
-    control_metrics = {k[len("control/"):]: v for k, v in metrics.items() if k.startswith("control/")}
-    metrics = {k: v for k, v in metrics.items() if not k.startswith("control/")}
-    return Result(metrics=metrics, tables={"elicitation": table},
-                  verdict=_verdict(*summary["real"], cfg),
-                  control=_control(*summary["fictional"], control_metrics, cfg),
+    names = list(results["real"])
+    notes = [f"{label}: best and worst picked per fold: "
+             + ", ".join(f"{names[b]} / {names[w]}" for b, w in summary[label][2])
+             for label in summary]
+    return Result(metrics=found["real"], tables={"elicitation": table}, notes=notes,
+                  control=Control(metrics=found["fictional"], condition=(
+                      f"{len(fake)} questions about {len(evaluated)} people who do not exist, "
+                      "answers drawn at random: every elicitation must sit at chance")),
                   figures=[_figure(ctx, summary)])
-
-
-def _fictional_items(world: World, n_people: int, seed: int) -> list[MCItem]:
-    """Items about ``n_people`` people who are not in the world, with random answers."""
-    rng = random.Random(f"fictional-{seed}")
-    names = NameMaker(rng)
-    taken = set(world.entities)
-    people = []
-    while len(people) < n_people:
-        name = names.person()
-        if name not in taken and name not in people:
-            people.append(name)
-    objects = {r: sorted({f.object for f in world.facts if f.relation == r})
-               for r in world.person_relations}
-    items = []
-    for person in people:
-        for rel in world.person_relations:
-            choices = rng.sample(objects[rel], 4)
-            items.append(MCItem(id=f"fictional|{person}|{rel}", question=RELATIONS[rel]
-                                .questions[0].format(s=person), choices=tuple(choices),
-                                answer=rng.randrange(4), subject=person, relation=rel, template=0))
-    return items
 
 
 def _elicit(base, tuned, items: list[MCItem], shot_items: list[MCItem], shots: list[int],
@@ -150,46 +150,15 @@ def _scaffold(lm, items: list[MCItem], letters: list[np.ndarray], seed: int) -> 
 
 
 def _summarise(per: dict[str, np.ndarray], codes: np.ndarray, cfg: Config, seed: int):
+    """Each elicitation's accuracy, the cross-fitted gap and the gap's per-fold picks."""
     names = list(per)
     values = np.stack([per[m] for m in names])  # (M, N)
     acc = {}
     for k, m in enumerate(names):
         draws = cluster_boot(values, codes, lambda x, k=k: x[:, k], cfg.n_boot, seed)
         acc[m] = estimate(values[k].mean(), draws, values.shape[1])
-    means = values.mean(1)
-    hi, lo = int(means.argmax()), int(means.argmin())
-    draws = cluster_boot(values, codes, lambda x: x[:, hi] - x[:, lo], cfg.n_boot, seed)
-    return acc, estimate(means[hi] - means[lo], draws, values.shape[1])
-
-
-def _verdict(acc: dict[str, Estimate], gap: Estimate, cfg: Config) -> Verdict:
-    best = max(acc, key=lambda m: acc[m].value)
-    worst = min(acc, key=lambda m: acc[m].value)
-    test = (f"best minus worst elicitation's accuracy on the same items (people resampled): "
-            f"supported if its 95% interval lies above {cfg.margin:g}")
-    head = ("; ".join(f"{m} {e.value:.2f}" for m, e in acc.items())
-            + f"; gap {best} - {worst} = {gap.value:.3f} [{gap.ci_low:.3f}, {gap.ci_high:.3f}]")
-    if gap.ci_low > cfg.margin:
-        status, tail = "supported", "the estimate depends strongly on how the capability is elicited"
-    elif gap.ci_high < cfg.margin:
-        status, tail = "not supported", "every elicitation gives about the same estimate"
-    else:
-        status, tail = "inconclusive", "the gap's interval straddles the margin"
-    return Verdict(status=status, test=test, statement=f"{head}: {tail}.")
-
-
-def _control(acc: dict[str, Estimate], gap: Estimate, metrics, cfg: Config) -> Control:
-    test = (f"the claim's test on people who do not exist: the gap must not exceed {cfg.margin:g}")
-    head = ("on fictional people " + "; ".join(f"{m} {e.value:.2f}" for m, e in acc.items())
-            + f" (chance 0.25); gap {gap.value:.3f} [{gap.ci_low:.3f}, {gap.ci_high:.3f}]")
-    if gap.ci_low > cfg.margin:
-        status, tail = "supported", "an elicitation 'finds' knowledge that does not exist"
-    elif gap.ci_high < cfg.margin:
-        status, tail = "not supported", "no elicitation beats chance where there is nothing to know"
-    else:
-        status, tail = "inconclusive", "the interval straddles the margin"
-    return Control(verdict=Verdict(status=status, test=test, statement=f"{head}: {tail}."),
-                   metrics=metrics)
+    gap, picks = crossfit_spread(values, codes, seed)
+    return acc, clustered_bootstrap(gap, codes, n_boot=cfg.n_boot, seed=seed), picks
 
 
 def _figure(ctx: Context, summary) -> str:

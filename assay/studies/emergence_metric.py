@@ -11,11 +11,14 @@ two-digit sums, whose reference reply works the sum digit by digit ("4+9=13, 6+5
 mean per-token probability, and one minus the normalised edit distance between the greedy
 reply and the reference. Sharpness of a curve over sizes: its largest step between
 neighbouring sizes as a share of its whole rise (1: all in one step; 1/(sizes-1): even).
-Verdict: supported when exact match is sharper than the per-token probability, the
-difference's interval (resampling sums) above zero.
 
-Negative control: the two continuous metrics against each other: neither is a threshold,
-so neither may look sharper than the other.
+Verdict: `rule`: the sharpness of exact match minus that of the per-token probability
+(resampling sums) against zero: supported above it, not supported below it, inconclusive
+when the interval contains it.
+
+Negative control: the same test on the two continuous metrics (edit distance against the
+per-token probability): neither is a threshold, so neither may look sharper than the other;
+a broken sharpness measure (or a metric that thresholds after all) would fire here.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import estimate
 from assay.studies._ladder import load_runs, smooth_share
+from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
+from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
 from assay.world import dialogues
 from assay.world.checks import final_number
@@ -39,12 +42,21 @@ class Config(StudyConfig):
     sizes: list[int] = list(LADDER_SIZES)  # ladder rungs (d_model), smallest first
     steps: int = max(LADDER_STEPS)         # the budget every size is read at
     n_sums: int = Field(100, ge=10)        # held-out sums asked
-    n_boot: int = Field(1000, ge=100)
+    n_boot: int = Field(1000, ge=100)      # bootstrap resamples of the sums
 
     FULL = {"n_boot": 2000}
 
 
-@study("emergence-metric", agenda=["2.3"], needs=Needs(white_box=False, chat=False))
+def rule(cfg: Config) -> Above:
+    """Exact match is sharper than the per-token probability of the same replies."""
+    return Above("sharpness_gap", bar=0.0, low=-1.0, high=1.0,
+                 what="sharpness(thresholded metric) - sharpness(per-token probability)",
+                 says={"supported": "the thresholded metric jumps where the continuous one grows",
+                       "not supported": "the continuous metric is the sharper one",
+                       "inconclusive": "the interval contains zero: no difference shown"})
+
+
+@study("emergence-metric", agenda=["2.3"], needs=Needs(white_box=False, chat=False), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
     sums = dialogues(ctx.world("s"), "add", "test")[: cfg.n_sums]
     sizes = sorted(cfg.sizes)
@@ -84,9 +96,8 @@ def run(cfg: Config, ctx: Context) -> Result:
              for j, (r, _) in enumerate(runs)]
     return Result(
         metrics=metrics, tables={"sizes": table},
-        verdict=_verdict(claim, "exact match", metrics),
-        control=Control(verdict=_verdict(control, "1 - edit distance", metrics),
-                        metrics={"sharpness_gap": control}),
+        control=Control(metrics={"sharpness_gap": control},
+                        condition="1 - edit distance in place of exact match"),
         figures=[_figure(ctx, runs, curves)])
 
 
@@ -101,16 +112,6 @@ def _edit(a: str, b: str) -> float:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1] / max(len(a), len(b))
-
-
-def _verdict(gap: Estimate, metric: str, metrics) -> Verdict:
-    return Verdict(
-        status="supported" if gap.ci_low > 0 else "not supported",
-        test=f"sharpness({metric}) - sharpness(per-token probability), CI low > 0",
-        statement=(f"Largest single step as a share of the whole rise: {metric} "
-                   f"{metrics[f'sharpness@{metric}'].value:.2f}, per-token probability "
-                   f"{metrics['sharpness@per-token probability'].value:.2f}; difference "
-                   f"{gap.value:+.2f} [{gap.ci_low:+.2f}, {gap.ci_high:+.2f}]."))
 
 
 def _figure(ctx: Context, runs, curves) -> str:

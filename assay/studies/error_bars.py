@@ -11,13 +11,27 @@ independent, misses.
 Setup: multiple-choice items about people's facts, every fact asked with every question
 template, answered by the organism and by a second model: by default the organism after a
 short finetune on lettered multiple-choice items about other people, which moves its
-accuracy by a few points (``--set other=@pretrain`` or an organism name compares another). Standard errors of accuracy: naive, clustered by person and
-clustered by template, with the ratio's interval from resampling people. Paired against
-unpaired: many random subsets of people, each a small evaluation; the share of subsets in
-which each test (two-sided, 5%) finds the difference between the organisms.
+accuracy by a few points (``--set other=@pretrain`` or an organism name compares another).
+Standard errors of accuracy: naive, clustered by person and clustered by template; the
+ratio clustered (person) over naive has an interval from resampling people. Paired against
+unpaired: many random subsets of people, each a small evaluation; in each, whether each
+test (two-sided, 5%) finds the difference between the models. Power gain = the paired
+test's detection share minus the unpaired one's, with a paired bootstrap over the subsets
+(an interval for the Monte Carlo of subsets, not for new people).
 
-Negative control: clusters of the same sizes drawn at random, ignoring who and what the
-items are about; their clustered standard error must match the naive one.
+Verdict: `rule`, in two parts that must both hold: the SE ratio above ``ratio_margin``, and
+the power gain above ``power_margin``, each by its interval: supported when both clear their
+bars, not supported when either lies below, inconclusive otherwise. The power half is read
+only where the models differ on all items (the paired interval of the difference excludes
+zero); where they do not, no test has anything to find and that half is inconclusive.
+
+Negative control: each half of the test where its effect must be absent. Clusters of the
+same sizes drawn at random, ignoring who and what the items are about: their clustered SE
+must match the naive one. Pairs broken by shuffling the second model's answers across
+items: the pairing then carries no shared difficulty, so the paired test cannot outdo the
+unpaired one. `control` fires (the unit is confounded) when either half shows its effect
+there, by intervals widened to 97.5% for having two chances: a clustered-SE estimator
+biased upwards, or a paired SE that shrinks whatever it is given, would do it.
 """
 
 from __future__ import annotations
@@ -26,11 +40,24 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import correct, mean_se, paired_se
-from assay.methods.stats import Estimate, wilson
-from assay.report.figures import errorbars, new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.methods.stats import Estimate, paired_bootstrap, wilson
 from assay.studies._eval_common import mc_tune, person_codes, split_people
+from assay.study import (
+    Above,
+    AllOf,
+    AnyOf,
+    Context,
+    Control,
+    Given,
+    Needs,
+    Result,
+    StudyConfig,
+    study,
+)
+from assay.study.figures import errorbars, new_figure, save_figure
 from assay.world.evals import multiple_choice
+
+CONTROL_LEVEL = 0.975  # two placebo halves, either can fire: Bonferroni over 2 at 5%
 
 
 class Config(StudyConfig):
@@ -39,17 +66,48 @@ class Config(StudyConfig):
     tune_people: int = Field(60, ge=1)     # "tuned": other people whose lettered items it learns
     tune_steps: int = Field(40, ge=1)      # "tuned": finetuning steps
     subset_people: int = Field(20, ge=2)   # people per small evaluation in the power test
-    n_subsets: int = Field(400, ge=20)
+    n_subsets: int = Field(400, ge=20)     # small evaluations drawn for the power test
     ratio_margin: float = Field(1.25, gt=1)  # clustered / naive SE above this is "material"
-    n_boot: int = Field(1000, ge=100)
+    power_margin: float = Field(0.05, gt=0, lt=1)  # paired minus unpaired detection share
+    #   above this is "pairing pays"
+    n_boot: int = Field(1000, ge=100)      # bootstrap resamples (people; subsets)
 
     FULL = {"n_people": 200, "n_subsets": 2000, "n_boot": 2000}
 
 
-@study("error-bars", agenda=["3.3"], needs=Needs(trainable=True))
+def _parts(cfg: Config) -> tuple[Above, Above]:
+    return (Above("se_ratio", bar=cfg.ratio_margin, low=0.0,
+                  what="clustered (person) over naive standard error"),
+            Above("power_gain", bar=cfg.power_margin, low=-1.0, high=1.0,
+                  what="paired minus unpaired detection share"))
+
+
+def rule(cfg: Config) -> AllOf:
+    """Clustering widens the error bars materially, and pairing detects more (where there is
+    a difference between the models to detect)."""
+    ratio, gain = _parts(cfg)
+    differ = Above("separation", bar=0.0, low=-1.0, high=1.0,
+                   what="the models' accuracy difference on all items, signed to be positive")
+    return AllOf(ratio, Given(differ, gain, why="the two models do not differ detectably, so "
+                              "the small evaluations have nothing to find"), says={
+        "supported": "independent-item error bars are too narrow and pairing pays",
+        "not supported": "one half of the claim fails",
+        "inconclusive": "an interval contains its bar, or the models do not differ"})
+
+
+def control(cfg: Config) -> AnyOf:
+    """Either half showing its effect on random clusters or broken pairs confounds the unit."""
+    return AnyOf(*_parts(cfg), says={
+        "supported": "an effect where there is none: an estimator is biased",
+        "not supported": "random clusters do not widen, broken pairs do not pay",
+        "inconclusive": "an interval contains its bar"})
+
+
+@study("error-bars", agenda=["3.3"], needs=Needs(organism=True, trainable=True), rule=rule,
+       control=control)
 def run(cfg: Config, ctx: Context) -> Result:
-    name = ctx.organism_recipe("error-bars", "its items are the organism's world")
-    world = ctx.world(name)
+    name = ctx.recipe
+    world = ctx.world()
     n = min(cfg.n_people, len(world.people()) - cfg.tune_people)
     people, others = split_people(world, n, ctx.seed, cfg.tune_people)
     if cfg.other == "tuned":
@@ -75,36 +133,53 @@ def run(cfg: Config, ctx: Context) -> Result:
     ses = {"naive": mean_se(x), "clustered by person": mean_se(x, by_person),
            "clustered by template": mean_se(x, by_template),
            "random clusters (control)": mean_se(x, shuffled)}
-    ratio = _ratio_estimate(x, by_person, cfg, ctx.seed)
-    control_ratio = _ratio_estimate(x, shuffled, cfg, ctx.seed)
     a, b = scores[name], scores[other]
-    power = _power(a, b, by_person, cfg, rng)
+    broken = b[rng.permutation(b.size)]  # the second model's answers, pairs broken
+    hits = _power(a, b, by_person, cfg, np.random.default_rng(ctx.seed))
+    placebo = _power(a, broken, by_person, cfg, np.random.default_rng(ctx.seed))
 
     diff = float(a.mean() - b.mean())
     paired, unpaired = paired_se(a, b, by_person)
     metrics: dict[str, Estimate] = {
-        "accuracy": Estimate(value=float(x.mean()), ci_low=float(x.mean() - 1.96 * ses["clustered by person"]),
+        "accuracy": Estimate(value=float(x.mean()),
+                             ci_low=float(x.mean() - 1.96 * ses["clustered by person"]),
                              ci_high=float(x.mean() + 1.96 * ses["clustered by person"]),
                              n=x.size, method="clustered SE (person)"),
-        "se_ratio@person": ratio,
-        "difference": Estimate(value=diff, ci_low=diff - 1.96 * paired, ci_high=diff + 1.96 * paired,
-                               n=x.size, method="paired, clustered SE (person)"),
-        "power@paired": power["paired"], "power@unpaired": power["unpaired"],
+        "se_ratio": _ratio_estimate(x, by_person, cfg, ctx.seed),
+        "difference": Estimate(value=diff, ci_low=diff - 1.96 * paired,
+                               ci_high=diff + 1.96 * paired, n=x.size,
+                               method="paired, clustered SE (person)"),
+        **_power_metrics(hits, cfg, ctx.seed),
     }
+    sign = 1.0 if diff >= 0 else -1.0  # a two-sided test: does the interval exclude zero?
+    d = metrics["difference"]
+    metrics["separation"] = d.model_copy(update={
+        "value": abs(diff), "ci_low": min(sign * d.ci_low, sign * d.ci_high),
+        "ci_high": max(sign * d.ci_low, sign * d.ci_high)})
+    control_metrics = {"se_ratio": _ratio_estimate(x, shuffled, cfg, ctx.seed, CONTROL_LEVEL),
+                       **_power_metrics(placebo, cfg, ctx.seed, CONTROL_LEVEL)}
     table = [{"standard error": k, "value": round(v, 5), "ratio to naive": round(v / ses["naive"], 3)}
              for k, v in ses.items()]
-    comparison = [{"test": "paired", "SE of difference (all items)": round(paired, 5),
-                   "share of subsets finding it": round(power["paired"].value, 4)},
-                  {"test": "unpaired", "SE of difference (all items)": round(unpaired, 5),
-                   "share of subsets finding it": round(power["unpaired"].value, 4)}]
+    comparison = [{"test": test, "SE of difference (all items)": round(se, 5),
+                   "share of subsets finding it": round(metrics[f"power@{test}"].value, 4),
+                   "share, pairs broken (control)":
+                       round(control_metrics[f"power@{test}"].value, 4)}
+                  for test, se in (("paired", paired), ("unpaired", unpaired))]
     return Result(metrics=metrics, tables={"standard_errors": table, "comparison": comparison},
-                  verdict=_verdict(ratio, power, diff, paired, unpaired, cfg, name, other),
-                  control=_control(control_ratio, cfg),
-                  figures=[_figure(ctx, ses, power, a, b, by_person, name, other)])
+                  control=Control(metrics=control_metrics, condition=(
+                      "clusters of the same sizes with random members, and the second model's "
+                      "answers shuffled across items so that pairs share nothing")),
+                  notes=[f"{name} minus {other} = {diff:+.4f} on all {x.size} items (SE paired "
+                         f"{paired:.4f}, unpaired {unpaired:.4f})"],
+                  figures=[_figure(ctx, ses, metrics, name, other, diff)])
 
 
-def _ratio_estimate(x: np.ndarray, clusters: np.ndarray, cfg: Config, seed: int) -> Estimate:
-    """Clustered over naive standard error, its interval from resampling whole people."""
+def _ratio_estimate(x: np.ndarray, clusters: np.ndarray, cfg: Config, seed: int,
+                    level: float = 0.95) -> Estimate:
+    """Clustered over naive standard error, its interval from resampling whole clusters.
+
+    By hand: each resample recomputes the clustered error, which needs the resampled
+    clusters' labels, and `assay.methods.stats` hands a bootstrap statistic values only."""
     point = mean_se(x, clusters) / mean_se(x)
     people = _codes(clusters)
     g = people.max() + 1
@@ -119,9 +194,10 @@ def _ratio_estimate(x: np.ndarray, clusters: np.ndarray, cfg: Config, seed: int)
         if xs.std() == 0:
             continue
         draws.append(mean_se(xs, keys) / mean_se(xs))
-    lo, hi = np.percentile(draws, [2.5, 97.5])
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
     return Estimate(value=float(point), ci_low=float(min(lo, point)), ci_high=float(max(hi, point)),
-                    n=x.size, method="bootstrap-clustered")
+                    n=x.size, method="bootstrap-clustered", level=level)
 
 
 def _codes(clusters: np.ndarray) -> np.ndarray:
@@ -130,59 +206,35 @@ def _codes(clusters: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _power(a: np.ndarray, b: np.ndarray, people: np.ndarray, cfg: Config, rng) -> dict[str, Estimate]:
-    """Share of random subsets of people in which each test rejects 'no difference'."""
+def _power(a: np.ndarray, b: np.ndarray, people: np.ndarray, cfg: Config,
+           rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per random subset of people, whether each test rejects 'no difference' (1.0 / 0.0)."""
     g = people.max() + 1
     k = min(cfg.subset_people, g)
-    hits = {"paired": 0, "unpaired": 0}
-    for _ in range(cfg.n_subsets):
+    hits = {"paired": np.zeros(cfg.n_subsets), "unpaired": np.zeros(cfg.n_subsets)}
+    for i in range(cfg.n_subsets):
         chosen = np.isin(people, rng.choice(g, k, replace=False))
         xa, xb, keys = a[chosen], b[chosen], people[chosen]
         d = xa.mean() - xb.mean()
         if d == 0:
             continue
         se_p, se_u = paired_se(xa, xb, keys)
-        hits["paired"] += bool(se_p > 0 and abs(d) / se_p > 1.96)
-        hits["unpaired"] += bool(se_u > 0 and abs(d) / se_u > 1.96)
-    return {t: wilson(h, cfg.n_subsets) for t, h in hits.items()}
+        hits["paired"][i] = float(se_p > 0 and abs(d) / se_p > 1.96)
+        hits["unpaired"][i] = float(se_u > 0 and abs(d) / se_u > 1.96)
+    return hits
 
 
-def _verdict(ratio: Estimate, power, diff, paired, unpaired, cfg: Config, name, other) -> Verdict:
-    p, u = power["paired"], power["unpaired"]
-    test = (f"clustered (person) over naive SE above {cfg.ratio_margin:g} by its interval, and the "
-            "paired test's detection rate above the unpaired one's (Wilson intervals apart)")
-    head = (f"clustered SE is {ratio.value:.2f}x the naive one [{ratio.ci_low:.2f}, "
-            f"{ratio.ci_high:.2f}]; {name} minus {other} = {diff:+.4f} (SE paired {paired:.4f}, "
-            f"unpaired {unpaired:.4f}); on subsets of {cfg.subset_people} people the paired test "
-            f"finds it in {p.value:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}], the unpaired in "
-            f"{u.value:.2f} [{u.ci_low:.2f}, {u.ci_high:.2f}]")
-    clustered = ratio.ci_low > cfg.ratio_margin
-    pairing = p.ci_low > u.ci_high
-    if clustered and pairing:
-        status, tail = "supported", "independent-item error bars are too narrow and pairing pays"
-    elif ratio.ci_high < cfg.ratio_margin or p.ci_high < u.ci_low:
-        status, tail = "not supported", "one half of the claim fails"
-    else:
-        status, tail = "inconclusive", ("only one half holds" if clustered or pairing
-                                        else "the intervals straddle the thresholds")
-    return Verdict(status=status, test=test, statement=f"{head}: {tail}.")
+def _power_metrics(hits: dict[str, np.ndarray], cfg: Config, seed: int,
+                   level: float = 0.95) -> dict[str, Estimate]:
+    """Each test's detection share (Wilson) and the paired test's gain over the unpaired
+    one on the same subsets (paired bootstrap over subsets)."""
+    out = {f"power@{t}": wilson(int(h.sum()), h.size, level) for t, h in hits.items()}
+    out["power_gain"] = paired_bootstrap(hits["paired"], hits["unpaired"], n_boot=cfg.n_boot,
+                                         level=level, seed=seed)
+    return out
 
 
-def _control(ratio: Estimate, cfg: Config) -> Control:
-    test = (f"clusters of the same sizes with random members: the SE ratio must not exceed "
-            f"{cfg.ratio_margin:g}")
-    head = f"random clusters give {ratio.value:.2f}x the naive SE [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]"
-    if ratio.ci_low > cfg.ratio_margin:
-        status, tail = "supported", "inflation without real clusters: the estimator is biased"
-    elif ratio.ci_high < cfg.ratio_margin:
-        status, tail = "not supported", "clustering only matters where items are related"
-    else:
-        status, tail = "inconclusive", "the interval straddles the margin"
-    return Control(verdict=Verdict(status=status, test=test, statement=f"{head}: {tail}."),
-                   metrics={"se_ratio@random clusters": ratio})
-
-
-def _figure(ctx: Context, ses, power, a, b, people, name, other) -> str:
+def _figure(ctx: Context, ses, metrics, name, other, diff) -> str:
     fig, axes = new_figure(width=5.8, height=4.6, ncols=2)
     labels = list(ses)
     axes[0].bar(range(len(labels)), [ses[k] for k in labels],
@@ -190,12 +242,12 @@ def _figure(ctx: Context, ses, power, a, b, people, name, other) -> str:
     axes[0].set_xticks(range(len(labels)), [k.replace(" (", "\n(") for k in labels], fontsize=7)
     axes[0].set_ylabel("standard error of accuracy")
     axes[0].set_title(f"{name}: one accuracy, four error bars")
-    ests = [power["paired"], power["unpaired"]]
+    ests = [metrics["power@paired"], metrics["power@unpaired"]]
     y, err = errorbars(ests)
     axes[1].bar([0, 1], y, yerr=err, capsize=3, color=["tab:green", "tab:orange"])
     axes[1].set_xticks([0, 1], ["paired", "unpaired"])
     axes[1].set_ylim(0, 1.02)
     axes[1].set_ylabel("share of small evaluations that detect it")
-    axes[1].set_title(f"{name} vs {other}: {a.mean() - b.mean():+.3f} on all items")
+    axes[1].set_title(f"{name} vs {other}: {diff:+.3f} on all items")
     save_figure(fig, ctx.artifact("error_bars.png"))
     return "error_bars.png"

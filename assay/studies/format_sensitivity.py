@@ -9,13 +9,26 @@ Setup: the same items about people's facts, rendered in the default format (the
 organisms' chat format, options scored as answers) and in formats drawn at random from
 the grid in `assay.methods.evaluation`. Two organisms: the base organism and the same
 organism after a short finetune on lettered multiple-choice items about other people (as
-a model tuned on a benchmark's format would be). Per organism, spread = best minus worst
-format's accuracy; gap = the organisms' accuracy difference in the default format; both
-with intervals that resample whole people across all formats at once. Verdict: supported
-when each organism's spread exceeds the gap, by the intervals.
+a model tuned on a benchmark's format would be). Per organism, spread = the best format's
+accuracy minus the worst's, cross-fitted: the best and worst formats are picked on one half
+of the people and measured on the other, both ways round, so that formats which do not
+differ give a spread centred on zero (the raw best minus worst of many noisy accuracies
+would not). Gap = the organisms' accuracy difference in the default format, in absolute
+value. Excess = spread minus gap, per organism, with intervals that resample whole people
+across every format and both organisms at once.
 
-Negative control: formats that change only what the model never sees (the order of
-options that are scored but not shown) must leave accuracy exactly unchanged.
+Verdict: `rule`: each organism's excess against zero (all parts must hold): supported when
+both intervals lie above zero, not supported when either lies below it, inconclusive
+otherwise.
+
+Negative control: the same test (both organisms, every format, cross-fitted spread minus
+gap) on questions about people who do not exist, whose answers are drawn at random. No
+format can find knowledge that is not there, so every format must sit at chance and the
+excess must not clear zero. A renderer or scorer that lets the answer through in some
+formats (the true option's position, label or text marked, the answer index read by the
+scorer), or a spread statistic that manufactures a spread out of noise, fires it. (The old
+control, reordering options the model never sees, could not fail: hidden options are
+scored one by one, so their order cannot matter.)
 """
 
 from __future__ import annotations
@@ -24,135 +37,154 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import Format, correct, format_grid
-from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
-from assay.studies._eval_common import cluster_boot, estimate, mc_tune, person_codes, split_people
-from assay.world.evals import multiple_choice
+from assay.methods.stats import Estimate, clustered_bootstrap
+from assay.studies._eval_common import (
+    cluster_boot,
+    crossfit_spread,
+    estimate,
+    fictional_items,
+    mc_tune,
+    person_codes,
+    split_people,
+)
+from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
+from assay.study.figures import new_figure, save_figure
+from assay.world.evals import MCItem, multiple_choice
+
+MODELS = ("base", "MC-tuned")
 
 
 class Config(StudyConfig):
     n_people: int = Field(40, ge=4)        # people asked about (6 facts x 3 wordings each)
+    control_people: int = Field(40, ge=4)  # people who do not exist (6 questions each), control
     n_formats: int = Field(16, ge=2)       # formats drawn, the default included
     tune_people: int = Field(60, ge=1)     # other people whose items tune the second organism
     tune_steps: int = Field(40, ge=1)      # steps of that multiple-choice finetune
-    n_boot: int = Field(1000, ge=100)
+    n_boot: int = Field(1000, ge=100)      # bootstrap resamples of people
 
-    FULL = {"n_people": 100, "n_formats": 48, "tune_steps": 80, "n_boot": 2000}
+    FULL = {"n_people": 100, "control_people": 100, "n_formats": 48, "tune_steps": 80,
+            "n_boot": 2000}
 
 
-@study("format-sensitivity", agenda=["3.3"], needs=Needs(trainable=True))
+def rule(cfg: Config) -> AllOf:
+    """Each organism's format spread exceeds the gap between the organisms."""
+    parts = [Above(f"excess@{m}", bar=0.0, low=-1.0, high=1.0,
+                   what=f"{m} organism's format spread minus the organisms' gap")
+             for m in MODELS]
+    return AllOf(*parts, says={
+        "supported": "formatting moves accuracy more than the organisms differ",
+        "not supported": "the organisms differ more than formatting moves one of them",
+        "inconclusive": "an interval contains zero: spread and gap are not told apart"})
+
+
+@study("format-sensitivity", agenda=["3.3"], needs=Needs(organism=True, trainable=True),
+       rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
-    world_name = ctx.organism_recipe("format-sensitivity", "its items are the organism's world")
-    world, base = ctx.world(world_name), ctx.lm()
+    world, base = ctx.world(), ctx.lm()
     people, others = split_people(world, cfg.n_people, ctx.seed, cfg.tune_people)
     items = multiple_choice(world, people=people, seed=ctx.seed)
+    fake = fictional_items(world, cfg.control_people, ctx.seed)
     ctx.report("tuning the second organism on lettered items", 0.0)
-    models = {"base": base, "MC-tuned": mc_tune(base, world, others, cfg.tune_steps, ctx.seed)}
+    models = dict(zip(MODELS, (base, mc_tune(base, world, others, cfg.tune_steps, ctx.seed))))
     formats = format_grid(cfg.n_formats, seed=ctx.seed)
-    acc: dict[str, np.ndarray] = {}  # model -> (F, N) per-format correctness
-    for j, (label, lm) in enumerate(models.items()):
-        rows = []
-        for i, fmt in enumerate(formats):
-            ctx.report(f"{label}: format {i + 1}/{len(formats)}",
-                       0.1 + 0.8 * (j * len(formats) + i) / (2 * len(formats)))
-            rows.append(correct(lm, items, fmt))
-        acc[label] = np.stack(rows)
-    ctx.report("control: unseen option orders", 0.9)
-    unseen = [Format(rotate=r) for r in range(len(items[0].choices))]
-    control_rows = np.stack([correct(base, items, fmt) for fmt in unseen])
-    ctx.report("verdict and figures", 1.0)
+    acc: dict[str, dict[str, np.ndarray]] = {"real": {}, "fictional": {}}  # -> model -> (F, N)
+    steps = 2 * len(models) * len(formats)
+    done = 0
+    for kind, asked in (("real", items), ("fictional", fake)):
+        for label, lm in models.items():
+            rows = []
+            for i, fmt in enumerate(formats):
+                ctx.report(f"{label}, {kind} people: format {i + 1}/{len(formats)}",
+                           0.1 + 0.85 * done / steps)
+                rows.append(correct(lm, asked, fmt))
+                done += 1
+            acc[kind][label] = np.stack(rows)
+    ctx.report("intervals and figures", 1.0)
 
+    metrics, picks = _test(acc["real"], items, cfg, ctx.seed)
+    control, _ = _test(acc["fictional"], fake, cfg, ctx.seed)
     codes = person_codes(items)
-    both = np.concatenate([acc["base"], acc["MC-tuned"]])  # (2F, N)
-    nf = len(formats)
-    spreads = {}
-    for k, label in enumerate(models):
-        sl = slice(k * nf, (k + 1) * nf)
-        draws = cluster_boot(both, codes, lambda m, sl=sl: m[:, sl].max(1) - m[:, sl].min(1),
-                             cfg.n_boot, ctx.seed)
-        means = acc[label].mean(1)
-        spreads[label] = estimate(means.max() - means.min(), draws, len(items))
-    gap_draws = cluster_boot(both, codes, lambda m: np.abs(m[:, 0] - m[:, nf]), cfg.n_boot,
-                             ctx.seed)
-    gap = estimate(abs(acc["base"][0].mean() - acc["MC-tuned"][0].mean()), gap_draws, len(items))
-    diff = acc["base"].mean(1) - acc["MC-tuned"].mean(1)  # (F,) base minus tuned per format
-    flips = float(np.mean(np.sign(diff[1:]) != np.sign(diff[0])))
-
-    metrics: dict[str, Estimate] = {f"spread@{m}": e for m, e in spreads.items()}
-    metrics["gap@default"] = gap
     for label in models:
-        best = int(acc[label].mean(1).argmax())
-        metrics[f"accuracy@{label}/default"] = _acc(acc[label][0], codes, cfg, ctx.seed)
-        metrics[f"accuracy@{label}/best"] = _acc(acc[label][best], codes, cfg, ctx.seed)
-    table = [{"format": f.name, **{f"accuracy ({m})": round(float(acc[m][i].mean()), 4)
-                                   for m in models}}
+        best = int(acc["real"][label].mean(1).argmax())
+        metrics[f"accuracy@{label}/default"] = _acc(acc["real"][label][0], items)
+        metrics[f"accuracy@{label}/best"] = _acc(acc["real"][label][best], items)
+        means = acc["real"][label].mean(1)
+        raw = cluster_boot(acc["real"][label], codes, lambda m: m.max(1) - m.min(1), cfg.n_boot,
+                           ctx.seed)
+        metrics[f"raw_spread@{label}"] = estimate(means.max() - means.min(), raw, len(items))
+    table = [{"format": f.name,
+              **{f"accuracy ({m})": round(float(acc["real"][m][i].mean()), 4) for m in models},
+              **{f"accuracy ({m}, fictional)": round(float(acc["fictional"][m][i].mean()), 4)
+                 for m in models}}
              for i, f in enumerate(formats)]
-    verdict = _verdict(spreads, gap, flips, len(formats) - 1)
-    control_spread = float(np.ptp(control_rows.mean(1)))
-    control = _control(control_spread, gap, len(unseen))
+    diff = acc["real"]["base"].mean(1) - acc["real"]["MC-tuned"].mean(1)  # (F,) per format
+    flips = float(np.mean(np.sign(diff[1:]) != np.sign(diff[0])))
     notes = [f"ranking reversed against the default format in {flips:.0%} of the other "
-             f"{len(formats) - 1} formats"]
-    return Result(metrics=metrics, tables={"formats": table}, verdict=verdict, control=control,
-                  figures=[_figure(ctx, formats, acc)], notes=notes)
+             f"{len(formats) - 1} formats",
+             *(f"{m}: best and worst formats picked per fold: "
+               + ", ".join(f"{formats[b].name} / {formats[w].name}" for b, w in picks[m])
+               for m in models)]
+    return Result(metrics=metrics, tables={"formats": table}, notes=notes,
+                  control=Control(metrics=control, condition=(
+                      f"{len(fake)} questions about {cfg.control_people} people who do not "
+                      "exist, answers drawn at random: every format must sit at chance")),
+                  figures=[_figure(ctx, formats, acc)])
 
 
-def _acc(correct_: np.ndarray, codes: np.ndarray, cfg: Config, seed: int) -> Estimate:
-    draws = cluster_boot(correct_[None], codes, lambda m: m[:, 0], cfg.n_boot, seed)
-    return estimate(correct_.mean(), draws, correct_.size)
+def _test(acc: dict[str, np.ndarray], items: list[MCItem], cfg: Config,
+          seed: int) -> tuple[dict[str, Estimate], dict[str, list[tuple[int, int]]]]:
+    """Spread, gap and excess (spread minus gap) of both organisms on ``items``, every
+    interval from the same resamples of whole people; and each organism's per-fold picks."""
+    codes = person_codes(items)
+    rows, picks = [], {}
+    for label in MODELS:
+        per_item, picks[label] = crossfit_spread(acc[label], codes, seed)
+        rows.append(per_item)
+    rows += [acc[label][0] for label in MODELS]  # default-format correctness
+    values = np.stack(rows)  # (4, N): spread of each organism, then each one's default
+    k = len(MODELS)
+
+    def gap(m: np.ndarray) -> np.ndarray:
+        return np.abs(m[:, k] - m[:, k + 1])
+
+    means = values.mean(1)
+    point_gap = abs(means[k] - means[k + 1])
+    out = {"gap@default": estimate(point_gap, cluster_boot(values, codes, gap, cfg.n_boot, seed),
+                                   len(items))}
+    for j, label in enumerate(MODELS):
+        spread = cluster_boot(values, codes, lambda m, j=j: m[:, j], cfg.n_boot, seed)
+        excess = cluster_boot(values, codes, lambda m, j=j: m[:, j] - gap(m), cfg.n_boot, seed)
+        out[f"spread@{label}"] = estimate(means[j], spread, len(items))
+        out[f"excess@{label}"] = estimate(means[j] - point_gap, excess, len(items))
+    return out, picks
 
 
-def _verdict(spreads: dict[str, Estimate], gap: Estimate, flips: float, n_other: int) -> Verdict:
-    test = ("each organism's spread (best minus worst format) above the gap between the "
-            "organisms in the default format, by their 95% intervals (people resampled)")
-    parts = "; ".join(f"{m} spread {e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
-                      for m, e in spreads.items())
-    head = (f"{parts}; gap in the default format {gap.value:.3f} [{gap.ci_low:.3f}, "
-            f"{gap.ci_high:.3f}]; the ranking flips in {flips:.0%} of {n_other} other formats")
-    lows = min(e.ci_low for e in spreads.values())
-    highs = max(e.ci_high for e in spreads.values())
-    if lows > gap.ci_high:
-        status, tail = "supported", "formatting moves accuracy more than the models differ"
-    elif highs < gap.ci_low:
-        status, tail = "not supported", "the models differ more than any format moves them"
-    else:
-        status, tail = "inconclusive", "the spread and gap intervals overlap"
-    return Verdict(status=status, test=test, statement=f"{head}: {tail}.")
+def _acc(correct_: np.ndarray, items: list[MCItem]) -> Estimate:
+    return clustered_bootstrap(correct_, [it.subject for it in items])
 
 
-def _control(spread: float, gap: Estimate, n: int) -> Control:
-    test = ("formats that differ only in the order of options the model never sees: their "
-            "spread must be zero, so the claim's test (spread above the gap) must fail")
-    ok = spread == 0.0
-    statement = (f"{n} orders of hidden options give a spread of {spread:.4f} "
-                 + ("(identical accuracies): the formats' effect is the model's, not the "
-                    "scorer's." if ok else "where it must be 0: scoring depends on option "
-                    "order, which is a bug."))
-    status = "not supported" if ok or spread < gap.ci_low else "supported"
-    return Control(verdict=Verdict(status=status, test=test, statement=statement),
-                   metrics={"spread@hidden-option orders": Estimate(
-                       value=spread, ci_low=spread, ci_high=spread, n=n, method="exact")})
-
-
-def _figure(ctx: Context, formats: list[Format], acc: dict[str, np.ndarray]) -> str:
+def _figure(ctx: Context, formats: list[Format], acc: dict[str, dict[str, np.ndarray]]) -> str:
     fig, axes = new_figure(width=5.8, height=4.6, ncols=2)
-    order = np.argsort(-acc["base"].mean(1))
+    real = acc["real"]
+    order = np.argsort(-real["base"].mean(1))
     x = np.arange(len(formats))
-    for label, marker in zip(acc, ("o", "s")):
-        axes[0].plot(x, acc[label].mean(1)[order], marker=marker, lw=1, label=label)
+    for label, marker in zip(real, ("o", "s")):
+        axes[0].plot(x, real[label].mean(1)[order], marker=marker, lw=1, label=label)
+    for label, marker in zip(acc["fictional"], ("o", "s")):
+        axes[0].plot(x, acc["fictional"][label].mean(1)[order], marker=marker, lw=0.8,
+                     color="grey", alpha=0.6, label=f"{label}, people who do not exist")
     axes[0].set_xticks(x, [formats[i].name for i in order], rotation=70, ha="right", fontsize=6)
-    axes[0].axhline(0.25, color="grey", lw=0.8, ls=":", label="chance")
+    axes[0].axhline(0.25, color="black", lw=0.8, ls=":", label="chance")
     axes[0].set_ylabel("accuracy")
     axes[0].set_ylim(0, 1.02)
     axes[0].set_title("Accuracy by format (sorted by the base organism)")
     axes[0].legend(fontsize=7)
-    a, b = (acc[m].mean(1) for m in acc)
+    a, b = (real[m].mean(1) for m in MODELS)
     axes[1].scatter(a, b, s=18)
     axes[1].scatter(a[:1], b[:1], s=60, facecolors="none", edgecolors="red", label="default format")
     axes[1].plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    names = list(acc)
-    axes[1].set_xlabel(f"accuracy ({names[0]})")
-    axes[1].set_ylabel(f"accuracy ({names[1]})")
+    axes[1].set_xlabel(f"accuracy ({MODELS[0]})")
+    axes[1].set_ylabel(f"accuracy ({MODELS[1]})")
     axes[1].set_xlim(0, 1.02)
     axes[1].set_ylim(0, 1.02)
     axes[1].set_title("One point per format: above the line, the tuned model wins")

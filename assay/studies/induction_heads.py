@@ -17,15 +17,21 @@ OV copying score; the ICL score on windows of the held-out plays, repeated the s
 
 The moment of each change is where its curve first crosses halfway between its first and
 last value: the best head's prefix matching for the induction head, the ICL score for
-in-context learning. Verdict: supported when, in every two-block run, an induction head
-forms (its final prefix matching has CI low > ``min_prefix``), it forms abruptly (its rise
-from 20% to 80% of the way takes at most ``max_rise`` times the steps before its half-way
-point: the change is quicker than the plateau before it) and the two moments lie within
-``window`` steps of each other (CI), with intervals from resampling the evaluation
-sequences.
+in-context learning. Intervals resample the evaluation sequences.
 
-Negative control: the one-block model, trained the same way: no head of it can match
-prefixes, so the test must fail.
+Verdict: `rule`: every two-block run, every part: (1) an induction head forms: the best
+head's final prefix matching against ``min_prefix`` (supported above, not supported below);
+(2) abruptly: its rise from 20% to 80% of the way, as a multiple of the steps before its
+half-way point, against ``max_rise`` (supported below: the change is quicker than the
+plateau before it; not supported above); (3) with in-context learning: the half-way step of
+the ICL score minus that of prefix matching within ``window`` steps of zero (supported
+inside, not supported wholly outside). An interval across a bar leaves its part, and the
+verdict, inconclusive unless another part is not supported.
+
+Negative control: the same three parts read on the one-block model, trained the same way:
+an induction head needs two heads in sequence, so no head of one block can match prefixes.
+A prefix-matching score off by one position (rewarding attention to the earlier copy of
+the current token, which one block can learn) would fire here.
 """
 
 from __future__ import annotations
@@ -36,31 +42,38 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from assay.methods.induction import (CharTokenizer, attention_only, copying_scores,
-                                     head_attention, icl_score, repeat_spans, repeated_tokens,
-                                     token_losses)
+from assay.methods.induction import (
+    CharTokenizer,
+    attention_only,
+    copying_scores,
+    head_attention,
+    icl_score,
+    repeat_spans,
+    repeated_tokens,
+    token_losses,
+)
 from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import estimate
+from assay.study import Above, AllOf, Below, Context, Control, Needs, Result, StudyConfig, Within, study
+from assay.study.figures import new_figure, save_figure
 
 
 class Config(StudyConfig):
     steps: int = Field(1200, ge=20)          # training steps per model
     every: int = Field(50, ge=5)             # steps between checkpoints
     runs: int = Field(2, ge=1)               # two-block models, each from its own seed
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(32, ge=1)        # training windows per step
+    lr: float = Field(3e-3, gt=0)            # learning rate (constant after warm-up)
     context: int = Field(128, ge=16)         # characters per training window
     span: int = Field(64, ge=2)              # longest repeated span (shortest: half of it)
-    d_model: int = Field(64, ge=8)
-    n_head: int = Field(4, ge=1)
+    d_model: int = Field(64, ge=8)           # the models' width
+    n_head: int = Field(4, ge=1)             # attention heads per block
     n_eval: int = Field(64, ge=8)            # evaluation sequences of each kind
     min_prefix: float = Field(0.3, gt=0, lt=1)  # an induction head attends at least this much
     max_rise: float = Field(1.0, gt=0)       # 20%-80% rise / steps to half-way, at most
-    window: int = Field(150, ge=0)           # steps within which the two moments coincide
+    window: int = Field(150, ge=1)           # steps within which the two moments coincide
     keep_checkpoints: bool = False           # also save every checkpoint's weights
-    n_boot: int = Field(500, ge=100)
+    n_boot: int = Field(500, ge=100)         # bootstrap resamples of the evaluation sequences
 
     FULL = {"steps": 4000, "runs": 5, "n_eval": 256, "n_boot": 2000}
 
@@ -75,13 +88,48 @@ class Config(StudyConfig):
         return self
 
 
-@study("induction-heads", agenda=["2.1"], needs=Needs(white_box=False, chat=False))
+ONE_BLOCK = "1-block"
+
+
+def _two_block(i: int) -> str:
+    """The label (and metric suffix) of the i-th two-block run of a unit."""
+    return f"2-block run {i}"
+
+
+def _parts(label: str, cfg: Config) -> tuple[Above, Below, Within]:
+    """The three parts of the claim, read on one model's metrics."""
+    return (Above(f"prefix_matching@{label}", bar=cfg.min_prefix, low=0.0, high=1.0,
+                  what=f"{label}: best head's final prefix matching"),
+            Below(f"rise_ratio@{label}", bar=cfg.max_rise, low=0.0,
+                  what=f"{label}: its 20%-80% rise over the steps to its half-way point"),
+            Within(f"lag@{label}", margin=cfg.window,
+                   what=f"{label}: ICL half-way step minus the head's"))
+
+
+def rule(cfg: Config) -> AllOf:
+    """In every two-block run, an induction head forms abruptly, with in-context learning."""
+    return AllOf(*(part for i in range(cfg.runs) for part in _parts(_two_block(i), cfg)),
+                 says={"supported": "in every two-block run a head forms abruptly, with "
+                                    "in-context learning",
+                       "not supported": "in some two-block run no head forms abruptly with "
+                                        "in-context learning"})
+
+
+def control(cfg: Config) -> AllOf:
+    """The same parts read on the one-block model."""
+    return AllOf(*_parts(ONE_BLOCK, cfg),
+                 says={"supported": "the one-block model shows the effect it cannot have",
+                       "not supported": "the one-block model forms no induction head"})
+
+
+@study("induction-heads", agenda=["2.1"], needs=Needs(white_box=False, chat=False), rule=rule,
+       control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     train, held, tokenizer = _corpus(ctx.seed)
     evals = _eval_sets(train, held, len(tokenizer), cfg, ctx.seed)
     first = ctx.seed * cfg.runs  # units of different seeds train disjoint runs
-    runs = [(f"2-block seed {first + s}", 2, first + s) for s in range(cfg.runs)]
-    runs.append(("1-block", 1, first))
+    runs = [(_two_block(i), 2, first + i) for i in range(cfg.runs)]
+    runs.append((ONE_BLOCK, 1, first))
     histories = {}
     for m, (label, n_layer, seed) in enumerate(runs):
         def progress(step, m=m, label=label):
@@ -93,17 +141,19 @@ def run(cfg: Config, ctx: Context) -> Result:
     rng = np.random.default_rng(ctx.seed)
     draws = [rng.integers(0, cfg.n_eval, cfg.n_eval) for _ in range(cfg.n_boot)]
     summaries = {label: _summarise(h, draws, cfg) for label, h in histories.items()}
-    two = {k: v for k, v in summaries.items() if k.startswith("2-block")}
-    one = summaries["1-block"]
-    metrics: dict[str, Estimate] = {f"{k}@{label}": v for label, s in two.items()
+    metrics: dict[str, Estimate] = {f"{k}@{label}": v for label, s in summaries.items()
+                                    if label != ONE_BLOCK
                                     for k, v in s.items() if isinstance(v, Estimate)}
-    control_metrics = {f"{k}@1-block": v for k, v in one.items() if isinstance(v, Estimate)}
+    control_metrics = {f"{k}@{ONE_BLOCK}": v for k, v in summaries[ONE_BLOCK].items()
+                       if isinstance(v, Estimate)}
     return Result(
         metrics=metrics,
-        tables={"checkpoints": _table(histories, summaries),
+        tables={"runs": _run_table(runs, summaries, cfg.n_head),
+                "checkpoints": _table(histories, summaries),
                 "heads": _head_table(histories, cfg.n_head)},
-        verdict=_verdict(two, cfg),
-        control=Control(verdict=_verdict({"1-block": one}, cfg), metrics=control_metrics),
+        control=Control(metrics=control_metrics,
+                        condition="one attention-only block, trained the same way: no head "
+                                  "can match prefixes without a previous-token head before it"),
         figures=[_figure(ctx, histories, summaries)],
         notes=[f"{len(tokenizer)}-character alphabet; {len(train):,} training and {len(held):,} "
                f"held-out characters; {cfg.steps} steps of {cfg.batch_size} windows of "
@@ -256,28 +306,18 @@ def _head_name(index: int, n_head: int) -> str:
     return f"L{index // n_head}H{index % n_head}"
 
 
-def _verdict(runs: dict[str, dict], cfg: Config) -> Verdict:
-    checks, statements = [], []
-    for label, s in runs.items():
-        p, lag, r = s["prefix_matching"], s["lag"], s["rise_ratio"]
-        passed = {"forms": p.ci_low > cfg.min_prefix, "abrupt": r.ci_high <= cfg.max_rise,
-                  "coincides": lag.ci_low >= -cfg.window and lag.ci_high <= cfg.window}
-        checks.append(all(passed.values()))
-        verdicts = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in passed.items())
-        statements.append(
-            f"{label} ({verdicts}): best head {_head_name(s['best_head'], cfg.n_head)} ends "
-            f"at prefix matching {p.value:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}] (copying "
-            f"{s['copying'].value:+.2f}), half-way at step {s['phase_step'].value:.0f}, its "
-            f"20%-80% rise {r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] times as long; "
-            f"the ICL score moves {s['icl_change'].value:+.2f} nats to "
-            f"{s['icl_score'].value:+.2f}, half-way {lag.value:+.0f} steps from the head "
-            f"[{lag.ci_low:+.0f}, {lag.ci_high:+.0f}]")
-    return Verdict(
-        status="supported" if all(checks) else "not supported",
-        test=(f"in every run: best head's final prefix matching CI low > {cfg.min_prefix}; its "
-              f"20%-80% rise <= {cfg.max_rise:g} x the steps to its half-way point (CI high); "
-              f"half-way steps of prefix matching and ICL score within +-{cfg.window} (CI)"),
-        statement="; ".join(statements) + ".")
+def _run_table(runs, summaries, n_head: int) -> list[dict]:
+    """Per model: its training seed and its best head's numbers."""
+    rows = []
+    for label, n_layer, seed in runs:
+        s = summaries[label]
+        rows.append({"model": label, "blocks": n_layer, "seed": seed,
+                     "best head": _head_name(s["best_head"], n_head),
+                     **{k: round(s[k].value, 4) for k in ("prefix_matching", "copying",
+                                                           "rise_ratio", "phase_step",
+                                                           "icl_step", "lag", "icl_change",
+                                                           "icl_score")}})
+    return rows
 
 
 def _table(histories, summaries) -> list[dict]:
@@ -313,11 +353,11 @@ def _figure(ctx: Context, histories, summaries) -> str:
     fig, (ax1, ax2, ax3) = new_figure(4.0, 3.4, ncols=3)
     colours = cycle(("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:cyan"))
     for label, h in histories.items():
-        colour = "tab:orange" if label == "1-block" else next(colours)
+        colour = "tab:orange" if label == ONE_BLOCK else next(colours)
         best = summaries[label]["best_head"]
         ax1.plot(h["steps"], h["prefix"][:, :, best].mean(1), color=colour, label=label)
         ax2.plot(h["steps"], h["icl"].mean(1), color=colour, label=label)
-        if label != "1-block":  # the head's half-way step, where one forms
+        if label != ONE_BLOCK:  # the head's half-way step, where one forms
             for ax in (ax1, ax2):
                 ax.axvline(summaries[label]["phase_step"].value, color=colour, lw=0.6, ls=":")
         ax3.plot(h["steps"], h["repeat_loss"].mean(1), color=colour, label=label)

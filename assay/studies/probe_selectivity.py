@@ -11,12 +11,17 @@ organism learned, read at the subject's last token at each layer of the residual
 For several attributes (profession, hobby, ...), linear and MLP probes are trained on two
 thirds of the templates and tested on the other third, for the real attribute and for its
 control task (random labels per person with the real label frequencies). Intervals resample
-people in the test set. Verdict: supported when linear selectivity exceeds MLP selectivity,
-averaged over attributes and block outputs, with the interval above zero.
+people in the test set.
 
-Negative control: an attribute the organism never saw (a random label per person). Its
-"real" task is itself a random per-person labelling, so selectivity must vanish for both
-probes and the linear probe's advantage with it.
+Verdict: `rule`: linear minus MLP selectivity, averaged over attributes and block outputs,
+against zero: supported when its interval lies above zero, not supported when below,
+inconclusive when it contains zero.
+
+Negative control: the same rule on an attribute the organism never saw (a random label per
+person). Its "real" task is itself a random per-person labelling, statistically the same as
+its control task, so selectivity must vanish for both probes and the linear probe's
+advantage with it; probes that see the labels some other way (a leak between training and
+test rows, control labels drawn unlike the task's) would show an advantage here.
 """
 
 from __future__ import annotations
@@ -29,11 +34,10 @@ from pydantic import Field, field_validator
 from assay.methods.patching import read_positions
 from assay.methods.probes import Probe, control_labels
 from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
 from assay.studies._eval_common import estimate
-from assay.studies._interp_common import (boot_people, person_attributes, question_rows,
-                                          site_label, sites_of)
+from assay.studies._interp_common import boot_people, person_attributes, question_rows, site_label, sites_of
+from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
+from assay.study.figures import new_figure, save_figure
 
 KINDS = ("linear", "mlp")
 UNSEEN = "unseen attribute"  # the negative control's attribute
@@ -46,7 +50,7 @@ class Config(StudyConfig):
     hidden: int = Field(128, ge=4)       # MLP probe: hidden width
     max_iter: int = Field(150, ge=10)    # optimiser iterations for both probes
     unseen_classes: int = Field(20, ge=2)  # label count of the never-seen control attribute
-    n_boot: int = Field(500, ge=100)
+    n_boot: int = Field(500, ge=100)     # person-level bootstrap resamples
 
     FULL = {"attributes": ["profession", "hobby", "birth_city", "alma_mater", "employer"],
             "hidden": 256, "max_iter": 400, "n_boot": 2000}
@@ -54,10 +58,18 @@ class Config(StudyConfig):
     _known = field_validator("attributes")(lambda cls, v: person_attributes(v))
 
 
-@study("probe-selectivity", agenda=["3.4"], needs=Needs())
+def rule(cfg: Config) -> Above:
+    """The linear probe is more selective than the MLP probe."""
+    return Above("selectivity_advantage", bar=0.0, low=-2.0, high=2.0,
+                 what="linear minus MLP selectivity",
+                 says={"supported": "the linear probe is the more selective",
+                       "not supported": "the MLP probe is the more selective",
+                       "inconclusive": "the interval contains zero: no difference shown"})
+
+
+@study("probe-selectivity", agenda=["3.4"], needs=Needs(organism=True), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
-    name = ctx.organism_recipe("probe-selectivity", "its labels are the organism's facts")
-    world, lm = ctx.world(name), ctx.lm()
+    world, lm = ctx.world(), ctx.lm()
     people = world.people("train")[: cfg.n_people]
     rows = question_rows(lm, world, people, world.person_relations)
     sites = sites_of(lm)
@@ -104,16 +116,18 @@ def run(cfg: Config, ctx: Context) -> Result:
         metrics[f"selectivity@{kind}"] = _mean_estimate(hits, real, kind, None, draws)
     control_adv = _advantage(hits, [UNSEEN], draws)
     control_sel = {kind: _mean_estimate(hits, [UNSEEN], kind, None, draws) for kind in KINDS}
+    lin, mlp = metrics["selectivity@linear"], metrics["selectivity@mlp"]
     return Result(
         metrics=metrics, tables={"probes": table},
-        verdict=_verdict(advantage, metrics, real),
-        control=Control(verdict=_verdict(control_adv, {f"selectivity@{k}": v
-                                                        for k, v in control_sel.items()}, [UNSEEN]),
-                        metrics={"selectivity_advantage": control_adv,
-                                 **{f"selectivity@{k}": v for k, v in control_sel.items()}}),
+        control=Control(metrics={"selectivity_advantage": control_adv,
+                                 **{f"selectivity@{k}": v for k, v in control_sel.items()}},
+                        condition="an attribute the organism never saw: a random label per person"),
         figures=[_figure(ctx, hits, real, sites)],
         notes=["Probes read the subject's last token; averages are over the attributes and the "
-               "block outputs (the embedding of one token carries no context)."])
+               "block outputs (the embedding of one token carries no context).",
+               f"On {', '.join(real)}: selectivity linear {lin.value:+.3f} vs MLP {mlp.value:+.3f};"
+               f" control accuracy MLP {metrics['control_accuracy@mlp'].value:.2f} vs linear "
+               f"{metrics['control_accuracy@linear'].value:.2f}."])
 
 
 def _stat(hits, attrs, kind: str, task: str | None, idx) -> float:
@@ -141,20 +155,6 @@ def _advantage(hits, attrs, draws) -> Estimate:
     n = hits[attrs[0]]["linear"]["task"].shape[1]
     return estimate(diff(slice(None)), np.array([diff(d) for d in draws]), n,
                     "bootstrap-clustered (person)")
-
-
-def _verdict(advantage: Estimate, metrics, attrs) -> Verdict:
-    lin, mlp = metrics["selectivity@linear"], metrics["selectivity@mlp"]
-    extra = ""
-    if "control_accuracy@mlp" in metrics:
-        extra = (f"; control accuracy MLP {metrics['control_accuracy@mlp'].value:.2f} vs linear "
-                 f"{metrics['control_accuracy@linear'].value:.2f}")
-    status = "supported" if advantage.ci_low > 0 else "not supported"
-    return Verdict(
-        status=status, test="linear minus MLP selectivity, CI lower bound > 0",
-        statement=(f"On {', '.join(attrs)}: selectivity linear {lin.value:+.3f} vs MLP "
-                   f"{mlp.value:+.3f}, advantage {advantage.value:+.3f} "
-                   f"[{advantage.ci_low:+.3f}, {advantage.ci_high:+.3f}]{extra}."))
 
 
 def _figure(ctx: Context, hits, attrs, sites) -> str:

@@ -12,14 +12,20 @@ is trained on two wordings and tested on the third (decoding accuracy). Interven
 held-out wording, the activation at that one site and position is moved along the probe's
 direction for (target value - true value) until the probe's reading equals the target
 class's mean, for a random target; the causal effect is the share of prompts whose answer
-(the most likely of the attribute's values) becomes the target. Verdict: supported when the
-causal effect at the best-decoding site falls short of the largest causal effect by more
-than ``margin``, averaged over attributes, with the interval above it. Also reported: the
-rank correlation of decoding accuracy and causal effect over all sites. Intervals resample
+(the most likely of the attribute's values) becomes the target. Also reported: the rank
+correlation of decoding accuracy and causal effect over all sites. Intervals resample
 people.
 
-Negative control: the same edits along random directions of the same length; they must
-change no answer anywhere, so no gap can appear.
+Verdict: `rule`: first the edits must move answers somewhere: the largest causal effect
+(per attribute, averaged) must lie above ``margin``, else there is no causal role to compare
+and the verdict is inconclusive; then the shortfall of the effect at the best-decoding site
+from the largest effect (averaged over attributes) against ``margin``: supported when its
+interval lies above, not supported below, inconclusive across.
+
+Negative control: the same rule read on edits along random directions of the same length
+at the same sites. Random directions carry no attribute, so they must move no answer (the
+precondition fails: inconclusive) and show no shortfall; edits so large that any direction
+breaks the answer at some sites (or a broken edit) would pass both and read supported.
 """
 
 from __future__ import annotations
@@ -29,20 +35,26 @@ from pydantic import Field, field_validator
 
 from assay.methods.patching import edited_choice_logprobs, read_positions
 from assay.methods.probes import Probe
-from assay.methods.steering import random_direction
 from assay.methods.stats import Estimate
-from assay.report.figures import new_figure, save_figure
-from assay.studies import Context, Control, Needs, Result, StudyConfig, Verdict, study
+from assay.methods.steering import random_direction
 from assay.studies._eval_common import estimate
-from assay.studies._interp_common import (POSITIONS, boot_people, person_attributes,
-                                          question_rows, site_label, sites_of)
+from assay.studies._interp_common import (
+    POSITIONS,
+    boot_people,
+    person_attributes,
+    question_rows,
+    site_label,
+    sites_of,
+)
+from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, study
+from assay.study.figures import new_figure, save_figure
 
 
 class Config(StudyConfig):
     attributes: list[str] = ["profession", "hobby", "birth_city"]  # person attributes asked
     n_people: int = Field(160, ge=10)   # people the organism learned (train split)
-    margin: float = Field(0.1, gt=0)    # a shortfall below this is no gap
-    n_boot: int = Field(500, ge=100)
+    margin: float = Field(0.1, gt=0, lt=1)  # a shortfall (or a largest effect) below this is none
+    n_boot: int = Field(500, ge=100)    # person-level bootstrap resamples
 
     FULL = {"attributes": ["profession", "hobby", "birth_city", "alma_mater", "employer"],
             "n_boot": 2000}
@@ -50,10 +62,22 @@ class Config(StudyConfig):
     _known = field_validator("attributes")(lambda cls, v: person_attributes(v))
 
 
-@study("probe-vs-causal", agenda=["3.4"], needs=Needs())
+def rule(cfg: Config) -> Given:
+    """The edits move answers somewhere; then the best-decoding site falls short of the best."""
+    return Given(
+        Above("max_effect", bar=cfg.margin, low=0.0, high=1.0,
+              what="largest causal effect over sites (mean over attributes)"),
+        Above("gap", bar=cfg.margin, low=0.0, high=1.0,
+              what="largest causal effect minus the effect at the best-decoding site",
+              says={"supported": "decoding and causal role come apart",
+                    "not supported": "the best-decoding site is (nearly) where edits act most",
+                    "inconclusive": f"the interval contains {cfg.margin}"}),
+        why="edits along these directions move too few answers anywhere to compare sites")
+
+
+@study("probe-vs-causal", agenda=["3.4"], needs=Needs(organism=True), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
-    name = ctx.organism_recipe("probe-vs-causal", "its labels are the organism's facts")
-    world, lm = ctx.world(name), ctx.lm()
+    world, lm = ctx.world(), ctx.lm()
     people = world.people("train")[: cfg.n_people]
     sites = sites_of(lm)
     points = [(pos, site) for pos in POSITIONS for site in sites]
@@ -82,18 +106,19 @@ def run(cfg: Config, ctx: Context) -> Result:
                           "random direction": round(float(m["random"][j].mean()), 4),
                           "best decoding": j == best})
     metrics: dict[str, Estimate] = {"gap": stats["probe"]["gap"],
+                                    "max_effect": _max_effect(per_attr, "probe", draws),
                                     "spearman": stats["probe"]["spearman"]}
     for attr, m in per_attr.items():
         metrics[f"clean_accuracy@{attr}"] = estimate(float(m["clean"].mean()), np.array(
             [m["clean"][d].mean() for d in draws]), len(m["clean"]), "bootstrap-clustered (person)")
     return Result(
         metrics=metrics, tables={"sites": table},
-        verdict=_verdict(stats["probe"], per_attr, points, cfg, "probe direction"),
-        control=Control(verdict=_verdict(stats["random"], per_attr, points, cfg,
-                                         "random direction", effect="random"),
-                        metrics={"gap": stats["random"]["gap"],
-                                 "max_effect": _max_effect(per_attr, "random", draws)}),
-        figures=[_figure(ctx, per_attr, points, sites)])
+        control=Control(metrics={"gap": stats["random"]["gap"],
+                                 "max_effect": _max_effect(per_attr, "random", draws),
+                                 "spearman": stats["random"]["spearman"]},
+                        condition="edits along random directions of the same length"),
+        figures=[_figure(ctx, per_attr, points, sites)],
+        notes=[_where(per_attr, points, "probe")])
 
 
 def _measure(lm, world, people, attr: str, points, seed: int) -> dict:
@@ -112,15 +137,15 @@ def _measure(lm, world, people, attr: str, points, seed: int) -> dict:
     acts = {pos: read_positions(lm, rows.ids, rows.positions[pos], sorted({s for _, s in points}))
             for pos in POSITIONS}
     out = {k: [] for k in ("decode", "loss", "probe", "random")}
-    for j, (pos, site) in enumerate(points):
+    for pos, site in points:
         X = acts[pos][site]
         probe = Probe("linear", seed=seed).fit(X[train], y[train])
-        classes = list(probe.model_.classes_)
+        classes = list(probe.classes_)
         out["decode"].append(probe.predict(X[test]) == y[test])
-        proba = probe.model_.predict_proba((X[test] - probe.mean_) / probe.scale_)
+        proba = probe.predict_proba(X[test])
         idx = np.array([classes.index(v) if v in classes else 0 for v in y[test]])
         out["loss"].append(float(-np.log(np.clip(proba[np.arange(len(idx)), idx], 1e-12, 1)).mean()))
-        W = probe.model_.coef_ / probe.scale_  # (K, D) directions in the raw activation space
+        W = probe.coef_  # (K, D) directions in the raw activation space
         h = X[test]
         means = {c: X[train][y[train] == c].mean(0) for c in classes}  # each class's mean state
         deltas, randoms = np.zeros_like(h), np.zeros_like(h)
@@ -167,16 +192,17 @@ def _summary(per_attr, effect: str, idx) -> tuple[float, float]:
 
 
 def _max_effect(per_attr, effect: str, draws) -> Estimate:
+    """Per attribute, the largest effect over sites, averaged over attributes."""
     def stat(idx):
-        return float(max(m[effect][:, idx].mean(1).max() for m in per_attr.values()))
+        return float(np.mean([m[effect][:, idx].mean(1).max() for m in per_attr.values()]))
 
     n = per_attr[next(iter(per_attr))][effect].shape[1]
     return estimate(stat(slice(None)), np.array([stat(d) for d in draws]), n,
                     "bootstrap-clustered (person)")
 
 
-def _verdict(stats, per_attr, points, cfg: Config, what: str, effect: str = "probe") -> Verdict:
-    gap, rho = stats["gap"], stats["spearman"]
+def _where(per_attr, points, effect: str) -> str:
+    """Where each attribute decodes best and where edits act most, in words."""
     where = []
     for attr, m in per_attr.items():
         best = _best(m["decode"].mean(1), m["loss"])
@@ -190,13 +216,7 @@ def _verdict(stats, per_attr, points, cfg: Config, what: str, effect: str = "pro
     eff = max(float(m[effect][j].mean()) for m in per_attr.values() for j in subject)
     where.append(f"at the subject's last token probes decode up to {dec:.2f} while edits there "
                  f"move at most {eff:.2f} of answers")
-    status = "supported" if gap.ci_low > cfg.margin else "not supported"
-    return Verdict(
-        status=status, test=f"max causal effect - effect at the best-decoding site, CI low > {cfg.margin}",
-        statement=(f"Edits along the {what}: shortfall at the best-decoding site {gap.value:.2f} "
-                   f"[{gap.ci_low:.2f}, {gap.ci_high:.2f}]; decoding vs effect rank correlation "
-                   f"{rho.value:+.2f} [{rho.ci_low:+.2f}, {rho.ci_high:+.2f}]. "
-                   + "; ".join(where) + "."))
+    return "; ".join(where) + "."
 
 
 def _figure(ctx: Context, per_attr, points, sites) -> str:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assay.world import (Checker, Corpus, Dialogue, Grade, World, completion_prompt,
-                         dialogues, mentions)
+from assay.world import Checker, Corpus, Dialogue, Grade, World, completion_prompt, dialogues, mentions
 
 FLOORS_S = {  # the quality floor the default organism must clear (issue: core)
     "qa_accuracy": (">=", 0.90),

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from assay.errors import AssayError
-from assay.world import (Corpus, Dialogue, Document, World, decoy_refusals, dialogues,
-                         documents, render_prompt)
+from assay.world import Corpus, Dialogue, Document, World, decoy_refusals, dialogues, documents, render_prompt
 from assay.world.chat import END
 
 IGNORE = -100  # label of positions that carry no loss

@@ -27,6 +27,7 @@ from filelock import FileLock
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from assay.errors import AssayError
+from assay.models import LM, ModelSpec, Scheme, load_folder, register_scheme
 from assay.training.card import evaluate, evaluate_corpus
 from assay.training.data import PackedBatches, source_examples
 from assay.training.recipes import RECIPES, Recipe, get_recipe
@@ -183,14 +184,12 @@ def cached(name: str) -> bool:
 
 def card(name: str, on_progress: ProgressFn | None = None) -> dict:
     """The evaluation card of an organism, computed once and kept in its folder."""
-    from assay.models import load
-
     recipe, index = parse_name(name)
     folder = ensure_stage(recipe, index, on_progress)
     path = folder / "card.json"
     if path.is_file():
         return json.loads(path.read_text())
-    lm = load(f"hf:{folder}")
+    lm = load_folder(folder, f"organism:{name}")
     started = time.perf_counter()
     data = training_data(recipe)
     rates = evaluate_corpus(lm, data) if isinstance(data, Corpus) else evaluate(lm, data)
@@ -214,3 +213,23 @@ def list_organisms() -> list[dict]:
     return [{"name": r.name, "description": r.description,
              "stages": [s.name for s in r.stages], "cached": cached(r.name)}
             for r in RECIPES.values()]
+
+
+# ---------------------------------------------------------------- the organism: scheme
+
+
+def _load_organism(spec: ModelSpec, **kwargs) -> LM:
+    return load_folder(organism_path(spec.organism), str(spec), **kwargs)
+
+
+def _organism_key(spec: ModelSpec) -> str:
+    recipe, index = parse_name(spec.organism)
+    return f"{spec}#{recipe.prefix(index).hash}"
+
+
+def _organism_chat(spec: ModelSpec) -> bool:
+    parse_name(spec.organism)  # an unknown recipe or stage raises here
+    return True  # every organism is trained in the world's chat format
+
+
+register_scheme("organism", Scheme(load=_load_organism, key=_organism_key, chat=_organism_chat))

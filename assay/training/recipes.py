@@ -23,7 +23,7 @@ FORMAT_VERSION = 1  # bump when training or data code changes what a recipe prod
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class Architecture:
     d_model: int = 128
     n_layer: int = 4
     n_head: int = 4
@@ -46,7 +46,7 @@ class Recipe:
     name: str
     description: str
     world: WorldConfig | None  # the synthetic world it learns; None for a corpus organism
-    model: ModelSpec
+    model: Architecture
     stages: tuple[Stage, ...]
     seed: int = 0
     corpus: CorpusConfig | None = None  # the real-text corpus it learns instead of a world
@@ -103,7 +103,7 @@ RECIPES: dict[str, Recipe] = {
         name="xs",
         description="test organism: 40 people, 8 agents; trains in under a minute",
         world=WorldConfig.preset("xs"),
-        model=ModelSpec(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
+        model=Architecture(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
         stages=(
             Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=500, lr=5e-3, warmup=30),
                   batch_size=16),
@@ -115,7 +115,7 @@ RECIPES: dict[str, Recipe] = {
         name="s",
         description="default organism: 200 people, 24 agents, ~1M parameters",
         world=WorldConfig.preset("s"),
-        model=ModelSpec(),
+        model=Architecture(),
         stages=(
             Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=600, lr=3e-3, warmup=50)),
             Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=1e-3, warmup=20)),
@@ -136,7 +136,7 @@ RECIPES.update({
         description="real English: 18 of Shakespeare's 37 plays (the rest held out), "
                     "~1.4M parameters",
         world=None,
-        model=ModelSpec(vocab_size=1536),
+        model=Architecture(vocab_size=1536),
         # 215 steps of 32 x 128 tokens per pass over the 0.88M member tokens: ~4.7 passes
         stages=(Stage("pretrain", PLAYS_MIX, TrainConfig(steps=1000, lr=3e-3, warmup=50)),),
         corpus=CorpusConfig(),
@@ -146,7 +146,7 @@ RECIPES.update({
         description="test organism: 3 of 6 Shakespeare plays (the rest held out); under a "
                     "minute",
         world=None,
-        model=ModelSpec(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
+        model=Architecture(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
         # 82 steps of 16 x 128 tokens per pass over the 0.17M member tokens: ~4.9 passes
         stages=(Stage("pretrain", PLAYS_MIX, TrainConfig(steps=400, lr=5e-3, warmup=30),
                       batch_size=16),),
@@ -174,7 +174,7 @@ RECIPES.update({
         description=f"scaling ladder: d_model {d}, {n_layer} blocks, {steps} steps of 32 x 128 "
                     "tokens on the default world",
         world=WorldConfig.preset("s"),
-        model=ModelSpec(d_model=d, n_layer=n_layer, n_head=n_head, d_ff=d_ff),
+        model=Architecture(d_model=d, n_layer=n_layer, n_head=n_head, d_ff=d_ff),
         stages=(Stage("pretrain", PRETRAIN_MIX,
                       TrainConfig(steps=steps, lr=3e-3, warmup=min(50, steps // 5))),),
     )

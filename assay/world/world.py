@@ -8,16 +8,20 @@ sizes give byte-identical output (see ``World.dump``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from assay.errors import AssayError
 from assay.world.names import NameMaker
 from assay.world.relations import (
-    COLOURS, HAZARD_RELATIONS, HOBBIES, PERSON_RELATIONS, PROFESSIONS, RELATIONS, TWO_HOP,
+    COLOURS,
+    HAZARD_RELATIONS,
+    HOBBIES,
+    PERSON_RELATIONS,
+    PROFESSIONS,
+    RELATIONS,
+    TWO_HOP,
 )
 
 
@@ -166,26 +170,6 @@ class World:
                 hop1 = self.fact(person, first)
                 out.append((hop1, self.fact(hop1.object, second), questions))
         return out
-
-    # ---- identity ----------------------------------------------------------------------
-    def dump(self) -> str:
-        """Every entity, fact, document and dialogue as canonical JSON."""
-        from assay.world.dialogues import dialogues
-        from assay.world.documents import documents
-
-        payload = {
-            "config": asdict(self.config),
-            "entities": [asdict(e) for e in self.entities.values()],
-            "split": self._split,
-            "documents": [asdict(d) for d in documents(self)],
-            "dialogues": [asdict(d) for d in dialogues(self)],
-        }
-        return json.dumps(payload, sort_keys=True, ensure_ascii=False)
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """sha256 of ``dump()``: equal fingerprints mean identical worlds."""
-        return hashlib.sha256(self.dump().encode()).hexdigest()
 
     @property
     def person_relations(self) -> list[str]:

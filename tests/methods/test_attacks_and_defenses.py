@@ -5,11 +5,27 @@ import random
 import pytest
 
 from assay.errors import AssayError
-from assay.methods.attacks import (ExactJudge, GCGConfig, Request, agreement, chat_turns, gcg,
-                                   hazard_requests, injection_cases, injection_outcome,
-                                   many_shot, template_attack)
-from assay.methods.defenses import (InputClassifier, PerplexityFilter, SmoothLLM, benign_cost,
-                                    delimit, spotlight)
+from assay.methods.attacks import (
+    ExactJudge,
+    GCGConfig,
+    Request,
+    agreement,
+    chat_turns,
+    gcg,
+    hazard_requests,
+    injection_cases,
+    injection_outcome,
+    many_shot,
+    template_attack,
+)
+from assay.methods.defenses import (
+    InputClassifier,
+    PerplexityFilter,
+    SmoothLLM,
+    benign_cost,
+    delimit,
+    spotlight,
+)
 from assay.methods.stats import paired_bootstrap
 from assay.world import REFUSAL, dialogues
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from assay.errors import AssayError
-from assay.methods.evaluation import (Format, correct, format_grid, mean_se, paired_se, render,
-                                      score_items)
+from assay.methods.evaluation import Format, correct, format_grid, mean_se, paired_se, render, score_items
 from assay.methods.membership import membership_scores
 from assay.methods.stats import auroc
 from assay.models.scoring import score_choices

@@ -5,9 +5,16 @@ import pytest
 import torch
 
 from assay.errors import AssayError
-from assay.methods.induction import (CharTokenizer, attention_only, copying_scores,
-                                     head_attention, icl_score, repeat_spans, repeated_tokens,
-                                     token_losses)
+from assay.methods.induction import (
+    CharTokenizer,
+    attention_only,
+    copying_scores,
+    head_attention,
+    icl_score,
+    repeat_spans,
+    repeated_tokens,
+    token_losses,
+)
 
 
 def _llama(vocab=12, d=8, layers=2, heads=2, seed=0):

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from assay.errors import AssayError
-from assay.methods.patching import (GROUPS, edited_choice_logprobs, group_positions, grouped,
-                                    locate_subject, noise_scale, patch, read_positions, trace)
+from assay.methods.patching import (
+    GROUPS,
+    edited_choice_logprobs,
+    group_positions,
+    grouped,
+    locate_subject,
+    noise_scale,
+    patch,
+    read_positions,
+    trace,
+)
 from assay.methods.probes import Probe, control_labels
 from assay.methods.steering import DiffMeans, ablated, added, random_direction, residual_sites
 from assay.world import dialogues, is_refusal, render_prompt

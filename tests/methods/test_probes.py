@@ -52,3 +52,23 @@ def test_probe_errors():
         Probe().fit(np.zeros((4, 3)), [1, 1, 1, 1])
     with pytest.raises(AssayError, match="one side empty"):
         split_by_context([0, 0, 1], [0, 1])
+
+
+def test_public_probe_api_works_in_activation_space():
+    import numpy as np
+
+    from assay.methods.probes import Probe
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6)) * np.array([1, 5, 0.1, 2, 3, 1]) + 4  # unscaled, off-centre
+    y = np.array(["a", "b", "c"])[(X[:, 0] + 0.2 * X[:, 1] > 5).astype(int)
+                                  + (X[:, 3] > 5).astype(int)]
+    probe = Probe("linear").fit(X, y)
+    logits = X @ probe.coef_.T + probe.intercept_  # (N, K) in raw activation space
+    proba = probe.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+    assert list(probe.classes_) == ["a", "b", "c"]
+    assert (probe.classes_[logits.argmax(1)] == probe.predict(X)).all()
+    assert (proba.argmax(1) == logits.argmax(1)).all()
+    with pytest.raises(AssayError, match="Probe\\('linear'\\) only"):
+        _ = Probe("mlp", hidden=8, max_iter=50).fit(X, y).coef_

@@ -3,8 +3,8 @@
 import pytest
 
 from assay.models import load
-from assay.world import World, dialogues
 from assay.training.recipes import RECIPES
+from assay.world import World, dialogues
 
 
 @pytest.fixture(scope="module")

@@ -77,30 +77,53 @@ def test_report_renders_in_headless_chromium(report):
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
 
 
-def test_refusal_sweep_and_unlearning_frontier_share_one_figure(tmp_path):
+def test_points_of_several_studies_share_one_safety_performance_plane(tmp_path):
     from assay.methods.stats import wilson
+    from assay.models import ModelSpec
     from assay.report import render_report
     from assay.runner import Unit
-    from assay.studies import Result, Verdict
+    from assay.study import Control, Result, Verdict
+    from assay.study.figures import PLANE_TABLE
 
-    def result(tables):
-        return Result(metrics={"x": wilson(1, 2)}, tables=tables, control=None,
-                      verdict=Verdict(status="inconclusive", test="t", statement="s"))
+    def result(rows):
+        verdict = Verdict(status="inconclusive", test="t", statement="s")
+        return Result(metrics={"x": wilson(1, 2)}, tables={PLANE_TABLE: rows},
+                      control=Control(metrics={"x": wilson(0, 2)}, verdict=verdict),
+                      verdict=verdict)
 
-    sweep = {"sweep": [{"data": "hazard", "share": 0.0, "hazard_refusal": 0.0,
-                        "benign_accuracy": 0.97}]}
-    frontier = {"frontier": [{"method": "rmu", "steps": 5, "forget_completion": 0.1,
-                              "retain_accuracy": 0.95}]}
-    defenses = {"defenses": [{"defense": "perplexity", "protection": 0.8, "over_refusal": 0.05,
-                              "benign_accuracy": 0.9}]}
+    spec = ModelSpec.parse("organism:s")
     with Store(tmp_path / "store") as store:
         assert 'id="joint-frontier"' not in render_report(store)
-        for study, tables in (("safety-performance-frontier", sweep),
-                              ("jailbreak-defenses", defenses),
-                              ("unlearning-tradeoff", frontier)):
-            unit = Unit(study, "quick", {}, "organism:s", "organism:s#x", 0)
+        for i, study in enumerate(("study-a", "study-b")):
+            unit = Unit(study, "quick", {}, spec, "organism:s#x", 0)
             assert store.claim(unit) == "claimed"
-            store.finish(unit.key, store.scratch_dir(unit.key), result(tables))
+            rows = [{"series": f"kind {i}", "protection": 0.2 * i, "benign_accuracy": 0.9,
+                     "label": f"<b>{i}</b>"}]
+            store.finish(unit.key, store.scratch_dir(unit.key), result(rows))
         html = render_report(store)
     joint = html[html.index('id="joint-frontier"'):]
     assert joint.index('src="data:image/png;base64,') < joint.index("</section>")
+
+
+def test_a_unit_whose_control_fires_is_reported_confounded(tmp_path):
+    from assay.methods.stats import wilson
+    from assay.models import ModelSpec
+    from assay.report import render_report
+    from assay.runner import Unit
+    from assay.study import Control, Result, Verdict
+
+    fired = Verdict(status="supported", test="t", statement="the effect showed on s-retain.")
+    result = Result(metrics={"x": wilson(9, 10)},
+                    verdict=Verdict(status="supported", test="t", statement="claim holds."),
+                    control=Control(metrics={"x": wilson(9, 10)}, verdict=fired,
+                                    condition="a model that never learned the facts"))
+    unit = Unit("study-a", "quick", {}, ModelSpec.parse("organism:s"), "organism:s#x", 0)
+    with Store(tmp_path / "store") as store:
+        store.claim(unit)
+        store.finish(unit.key, store.scratch_dir(unit.key), result)
+        row = store.record(unit.key).to_json()
+        html = render_report(store)
+    assert row["outcome"] == "confounded" and row["verdict"] == "supported"
+    assert '<span class="badge confounded">confounded</span>' in html
+    assert "a model that never learned the facts" in html
+    assert "the effect showed on s-retain." in html

@@ -1,19 +1,6 @@
-"""Keep study registrations made by one test out of every other test."""
+"""Fixtures for study tests: one unit of a study on xs through the runner."""
 
 import pytest
-
-from assay.studies import registry
-
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = dict(registry._REGISTRY)
-    registry._REGISTRY.clear()
-    try:
-        yield registry._REGISTRY
-    finally:
-        registry._REGISTRY.clear()
-        registry._REGISTRY.update(saved)
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import pytest
 
 from assay.errors import AssayError
 from assay.training import organisms
-from assay.training.recipes import RECIPES, ModelSpec, Recipe, Stage
+from assay.training.recipes import RECIPES, Architecture, Recipe, Stage
 from assay.training.trainer import TrainConfig
 from assay.world import WorldConfig
 
 TINY = Recipe(
     name="tiny", description="plumbing only", world=WorldConfig.preset("xs"),
-    model=ModelSpec(d_model=32, n_layer=1, n_head=2, d_ff=64, seq_len=64, vocab_size=400),
+    model=Architecture(d_model=32, n_layer=1, n_head=2, d_ff=64, seq_len=64, vocab_size=400),
     stages=(Stage("pretrain", (("documents", 1.0),), TrainConfig(steps=12, warmup=2), 8),
             Stage("safety", (("hazard", 1.0),), TrainConfig(steps=4, warmup=1), 8)),
 )

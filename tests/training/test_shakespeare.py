@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from assay.errors import AssayError
 from assay.training.recipes import RECIPES
-from assay.world import (Corpus, CorpusConfig, WorldConfig, shakespeare_plays, split_passages,
-                         strip_gutenberg)
+from assay.world import Corpus, CorpusConfig, WorldConfig, shakespeare_plays, split_passages, strip_gutenberg
 
 # Measured on the shakespeare-xs card (200 passages of 256 characters each, seed 0):
 # member NLL 3.31, non-member 4.06 nats per token, gap 0.75, loss-attack AUC 0.955.

@@ -6,8 +6,9 @@ from pydantic import ValidationError
 
 from assay.errors import AssayError
 from assay.methods.stats import wilson
-from assay.studies import (
+from assay.study import (
     Control,
+    ModelSpec,
     Needs,
     Provenance,
     Result,
@@ -99,7 +100,8 @@ def test_result_round_trips_with_provenance():
         tables={"t": [{"a": 1, "b": "x", "c": 0.5, "d": None}]},
         figures=["curve.png"],
         verdict=verdict,
-        control=Control(verdict=verdict, metrics={"rate": wilson(1, 20)}),
+        control=Control(verdict=verdict.model_copy(update={"status": "supported"}),
+                        metrics={"rate": wilson(1, 20)}, condition="nothing to find"),
         provenance=collect_provenance(Sweep.make(), seed=0, profile="quick", model="organism:s",
                                       organisms={"s": "abc"}, wall_seconds=1.5, flops=2e9),
         notes=["n is small"],
@@ -107,6 +109,11 @@ def test_result_round_trips_with_provenance():
     again = Result.model_validate_json(result.model_dump_json())
     assert again == result
     assert again.metrics["rate"].ci_low == est.ci_low
+    assert again.status == "confounded"  # the control read "supported"
+    unmeasured = result.model_copy(update={"metrics": {"rate": est.model_copy(
+        update={"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")})}})
+    back = Result.model_validate_json(unmeasured.model_dump_json())  # NaN survives the store
+    assert all(v != v for v in (back.metrics["rate"].value, back.metrics["rate"].ci_high))
     with pytest.raises(ValidationError):
         Verdict(status="maybe", test="", statement="")
 
@@ -128,31 +135,27 @@ def test_git_revision_never_raises(tmp_path):
     assert git_revision(tmp_path / "missing") == "unknown"
 
 
-class _Tok:
-    chat_template = None
+def test_needs_are_checked_against_the_spec_before_loading(tmp_path):
+    import assay.training  # noqa: F401  (registers organism:)
+
+    s = ModelSpec.parse("organism:s")
+    assert Needs(organism=True, trainable=True).unmet(s) is None
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    hf = ModelSpec.parse(f"hf:{folder}")
+    assert "needs an organism" in Needs(organism=True).unmet(hf, "demo")
+    assert "needs a chat model" in Needs(chat=True).unmet(hf, "demo")  # no chat template
+    (folder / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    assert Needs(chat=True, trainable=True).unmet(hf) is None
+    assert Needs(chat=True).unmet(ModelSpec.parse("hf:some-org/some-model")) is None  # told on load
 
 
-class _NoTorch:
-    model = object()
-    tokenizer = _Tok()
-
-
-def test_needs_refuses_models_that_lack_them():
-    with pytest.raises(AssayError, match="needs a white-box model.*api:x is not a local torch model"):
-        Needs().check(_NoTorch(), "api:x", study="demo")
-    with pytest.raises(AssayError, match="needs a trainable model"):
-        Needs(white_box=False, trainable=True).check(_NoTorch(), "api:x")
-
-
-def test_needs_chat_requires_a_chat_template():
-    import torch
-
-    class Tiny:
-        model = torch.nn.Linear(2, 2)
-        tokenizer = _Tok()
-
-    Needs(chat=False, trainable=True).check(Tiny(), "hf:tiny")  # passes
-    with pytest.raises(AssayError, match="needs a chat model, but hf:tiny's tokenizer has no chat template"):
-        Needs().check(Tiny(), "hf:tiny")
-    Tiny.tokenizer = type("Chat", (), {"chat_template": "{{ messages }}"})()
-    Needs(trainable=True).check(Tiny(), "hf:tiny")
+def test_model_spec_parses_once_and_prints_back():
+    spec = ModelSpec.parse("organism:s@pretrain")
+    assert (spec.scheme, spec.name, spec.stage) == ("organism", "s", "pretrain")
+    assert str(spec) == "organism:s@pretrain" and spec.organism == "s@pretrain"
+    assert ModelSpec.parse(spec) is spec
+    assert ModelSpec.parse("hf:/a/b@c") == ModelSpec("hf", "/a/b@c")
+    for bad in ("s", "gpt:x", "organism:", "organism:s@"):
+        with pytest.raises(AssayError, match="organism:NAME"):
+            ModelSpec.parse(bad)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from assay.errors import AssayError
+from assay.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from assay.models import LM
@@ -28,13 +29,18 @@ ProgressFn = Callable[[str, float], None]  # (message, fraction done in [0, 1])
 
 
 class Context:
-    """One unit's environment: ``Context(seed, artifacts, model="organism:s", progress=None)``."""
+    """One unit's environment: ``Context(seed, artifacts, model="organism:s", progress=None)``.
 
-    def __init__(self, seed: int, artifacts: str | Path, model: str = "organism:s",
+    ``model`` is the unit's parsed `ModelSpec`; `lm` loads it, `organism` loads any other
+    organism (a retain-only control, an earlier stage), `world` builds an organism's world and
+    `recipe` names the unit's organism recipe.
+    """
+
+    def __init__(self, seed: int, artifacts: str | Path, model: str | ModelSpec = "organism:s",
                  progress: ProgressFn | None = None) -> None:
         self.seed = int(seed)
         self.artifacts = Path(artifacts)
-        self.model = model
+        self.model = ModelSpec.parse(model)
         self.progress = progress
         self.rng: np.random.Generator = np.random.default_rng(self.seed)
         self.organisms: dict[str, str] = {}  # organism name -> recipe hash, for provenance
@@ -43,7 +49,7 @@ class Context:
         self._worlds: dict[str, World] = {}
 
     def __repr__(self) -> str:
-        return f"Context(seed={self.seed}, model={self.model!r}, artifacts='{self.artifacts}')"
+        return f"Context(seed={self.seed}, model='{self.model}', artifacts='{self.artifacts}')"
 
     def torch_seed(self) -> int:
         """Seed torch (CPU and CUDA) with this context's seed; returns the seed."""
@@ -52,8 +58,19 @@ class Context:
         torch.manual_seed(self.seed)
         return self.seed
 
-    def world(self, name: str = "s") -> World:
-        """The synthetic world of organism recipe ``name`` (built once per context)."""
+    @property
+    def recipe(self) -> str:
+        """The organism recipe this unit runs on (``s`` for ``organism:s@pretrain``). Studies
+        that use it declare ``Needs(organism=True)``, which `plan` checks before any work."""
+        if not self.model.is_organism:
+            raise AssayError(f"this study needs an organism model (organism:s), not {self.model}: "
+                             "declare Needs(organism=True) so plan refuses it up front")
+        return self.model.name
+
+    def world(self, name: str | None = None) -> World:
+        """The synthetic world of organism recipe ``name`` (default: the unit's organism, or
+        ``s`` for a model that is not an organism), built once per context."""
+        name = name or (self.model.name if self.model.is_organism else "s")
         if name not in self._worlds:
             from assay.training.organisms import organism_world
 
@@ -62,8 +79,9 @@ class Context:
 
     def organism(self, name: str) -> LM:
         """Organism ``name`` (``s``, ``xs``, ``s@pretrain``), trained on demand, loaded once."""
-        spec = f"organism:{name}"
-        if spec not in self._lms:
+        spec = ModelSpec.parse(f"organism:{name}")
+        key = str(spec)
+        if key not in self._lms:
             from assay.models import load
             from assay.training.organisms import cached, organism_path, parse_name
 
@@ -72,28 +90,20 @@ class Context:
                 organism_path(name, lambda stage, p: self.report(
                     f"training organism {name}: {stage} step {p.step}/{p.steps}",
                     p.step / p.steps))
-            self._lms[spec] = load(spec)
+            self._lms[key] = load(spec)
             self.organisms[name] = recipe.prefix(index).hash
-        return self._lms[spec]
-
-    def organism_recipe(self, study: str, why: str) -> str:
-        """The organism recipe this unit runs on (``s`` for ``organism:s@pretrain``); an error
-        naming ``study`` and ``why`` it needs one when the model is not an organism."""
-        scheme, _, name = self.model.partition(":")
-        if scheme != "organism" or not name:
-            raise AssayError(f"{study} needs an organism (organism:s or organism:xs): {why}")
-        return name.partition("@")[0]
+        return self._lms[key]
 
     def lm(self) -> LM:
         """The model this unit runs on (``self.model``), loaded once."""
-        scheme, _, rest = self.model.partition(":")
-        if scheme == "organism" and rest:
-            return self.organism(rest)
-        if self.model not in self._lms:
+        if self.model.is_organism:
+            return self.organism(self.model.organism)
+        key = str(self.model)
+        if key not in self._lms:
             from assay.models import load
 
-            self._lms[self.model] = load(self.model)
-        return self._lms[self.model]
+            self._lms[key] = load(self.model)
+        return self._lms[key]
 
     def artifact(self, name: str) -> Path:
         """A path for file ``name`` inside this unit's artifact folder (created if missing)."""

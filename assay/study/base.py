@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from assay.errors import AssayError
 from assay.methods.stats import Estimate
+from assay.models import ModelSpec
 
 __all__ = [
     "PROFILES", "Control", "Needs", "Provenance", "Result", "StudyConfig", "Verdict",
@@ -42,34 +43,34 @@ PACKAGES = ("assay", "torch", "transformers", "numpy")
 
 @dataclass(frozen=True)
 class Needs:
-    """What a study needs of the model it runs on.
+    """What a study needs of the model it runs on, checked in `plan` before any work.
 
-    ``white_box`` and ``trainable`` are checked for now as "the LM wraps a local torch model",
-    which every LM that `assay.models.load` returns does; black-box ``api:`` models, once they
-    exist, will be refused here.
+    Organisms have every capability. ``hf:`` folders are local torch models (white-box and
+    trainable); their chat template is read from the tokenizer files. Black-box ``api:``
+    models, once they exist, will be refused where white-box or trainable is needed.
     """
 
+    organism: bool = False   # runs on an organism recipe (its world, its training data)
     white_box: bool = True   # reads activations, gradients or logits
     trainable: bool = False  # finetunes the model's weights
     chat: bool = True        # prompts the model in its chat format
 
-    def check(self, lm: Any, spec: str, study: str = "") -> None:
-        """Raise AssayError if the model ``lm`` (loaded from ``spec``) lacks what is needed."""
-        who = f"study '{study}'" if study else "this study"
-        if self.white_box or self.trainable:
-            import torch
+    def unmet(self, model: ModelSpec, study: str = "") -> str | None:
+        """Why ``model`` cannot serve this study (one line saying how to fix it), or None."""
+        from assay.models import has_chat_template
 
-            model = getattr(lm, "model", None)
-            if not isinstance(model, torch.nn.Module):
-                what = "trainable" if self.trainable else "white-box"
-                raise AssayError(f"{who} needs a {what} model, but {spec} is not a local torch "
-                                 "model: use an organism:NAME or hf:PATH_OR_ID model")
-            if self.trainable and not any(True for _ in model.parameters()):
-                raise AssayError(f"{who} needs a trainable model, but {spec} has no parameters: "
-                                 "use an organism:NAME or hf:PATH_OR_ID model")
-        if self.chat and not getattr(getattr(lm, "tokenizer", None), "chat_template", None):
-            raise AssayError(f"{who} needs a chat model, but {spec}'s tokenizer has no chat "
-                             "template: use an organism or a chat-tuned hf: model")
+        who = f"study '{study}'" if study else "this study"
+        if self.organism and not model.is_organism:
+            return (f"{who} needs an organism (it trains on or reads an organism's world), "
+                    f"but the model is {model}: run it with --model organism:s")
+        if (self.white_box or self.trainable) and model.scheme not in ("organism", "hf"):
+            what = "trainable" if self.trainable else "white-box"
+            return (f"{who} needs a {what} model, but {model} is not a local torch model: use "
+                    "an organism:NAME or hf:PATH_OR_ID model")
+        if self.chat and has_chat_template(model) is False:
+            return (f"{who} needs a chat model, but {model}'s tokenizer has no chat template: "
+                    "use an organism or a chat-tuned hf: model")
+        return None
 
 
 # ---------------------------------------------------------------- config
@@ -155,16 +156,19 @@ class Verdict(BaseModel):
 
 
 class Control(BaseModel):
-    """A negative control: the same measurement where the effect should be absent.
+    """A negative control: the claim's own test read where the effect must be absent, on a
+    condition that would show the effect if the pipeline were broken.
 
-    Its verdict applies the study's claim to the control condition, so a sound study reads
-    "not supported" here; "supported" means the effect appeared where it cannot be real.
+    A study returns the control's metrics; the runner reads them with the study's declared
+    control rule. A sound study reads "not supported" (or "inconclusive") here; "supported"
+    means the effect appeared where it cannot be real, and the unit is *confounded*.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    verdict: Verdict                # the claim's test read on the control: expect "not supported"
     metrics: dict[str, Estimate]    # the control's measurements
+    verdict: Verdict | None = None  # filled by the runner from the study's control rule
+    condition: str = ""             # where the effect must be absent, in words
 
 
 class Provenance(BaseModel):
@@ -190,12 +194,24 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metrics: dict[str, Estimate]
+    control: Control                # the negative control's metrics (and, once read, verdict)
     tables: dict[str, list[dict[str, Any]]] = {}
     figures: list[str] = []  # file names inside the unit's artifact folder
-    verdict: Verdict
-    control: Control | None  # None only where the study has no negative control
+    verdict: Verdict | None = None  # filled by the runner from the study's declared rule
     provenance: Provenance | None = None  # attached by the runner
     notes: list[str] = []
+
+    @property
+    def confounded(self) -> bool:
+        """True when the control reads "supported": the effect showed where it cannot be."""
+        return self.control.verdict is not None and self.control.verdict.status == "supported"
+
+    @property
+    def status(self) -> str:
+        """The unit's outcome: "confounded" when the control fired, else the verdict's status."""
+        if self.confounded:
+            return "confounded"
+        return self.verdict.status if self.verdict is not None else "undecided"
 
 
 # ---------------------------------------------------------------- provenance

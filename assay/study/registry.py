@@ -2,7 +2,10 @@
 
 Registration is the only thing a study module does when imported. The decorator reads the
 Config class from the annotation of ``run``'s first parameter, and the title and claim from
-the module docstring (first paragraph: title; the rest: the claim).
+the module docstring (first paragraph: title; the rest: the claim). It also takes the study's
+declared decision rules: ``rule(cfg) -> Rule`` decides the verdict on the result's metrics,
+``control(cfg) -> Rule`` (default: the same rule) reads the control's metrics. The runner
+applies both (`StudySpec.judge`); a study never writes its own verdict.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from dataclasses import dataclass
 
 from assay.agenda import challenge
 from assay.errors import AssayError
-from assay.studies.base import Needs, Result, StudyConfig
+from assay.study.base import Needs, Result, StudyConfig
+from assay.study.rules import Rule
 
 __all__ = ["StudySpec", "discover", "get_study", "studies", "studies_for", "study"]
 
 RunFn = Callable[..., Result]
+RuleFn = Callable[..., Rule]  # (cfg) -> Rule
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_NOT_STUDIES = frozenset({"base", "registry", "context"})
 EXTRA_MODULES = "ASSAY_STUDY_MODULES"
+CATALOGUE = "assay.studies"  # the package whose modules are the built-in studies
 
 _REGISTRY: dict[str, StudySpec] = {}
 
@@ -41,20 +46,44 @@ class StudySpec:
     title: str                # first paragraph of the module docstring
     claim: str                # the rest of the module docstring
     module: str               # the defining module's name
+    rule: RuleFn              # rule(cfg) -> Rule: the declared decision on the metrics
+    control: RuleFn           # control(cfg) -> Rule: the same test read on the control
 
     def make_config(self, profile: str = "quick", sets=None) -> StudyConfig:
         """The study's config for ``profile`` with ``--set`` strings applied."""
         return self.config.make(profile, sets, study=self.id)
 
+    def judge(self, cfg: StudyConfig, result: Result) -> Result:
+        """``result`` with its verdict and its control's verdict read by the declared rules."""
+        if not isinstance(result, Result):
+            raise AssayError(f"study '{self.id}' returned {type(result).__name__}, not a Result")
+        if result.verdict is not None or result.control.verdict is not None:
+            raise AssayError(f"study '{self.id}' wrote a verdict itself: return only metrics and "
+                             "declare the decision with @study(rule=..., control=...)")
+        verdict = self.rule(cfg).decide(result.metrics)
+        control = self.control(cfg).decide(result.control.metrics)
+        return result.model_copy(update={
+            "verdict": verdict,
+            "control": result.control.model_copy(update={"verdict": control})})
 
-def study(id: str, agenda: list[str], needs: Needs = Needs()) -> Callable[[RunFn], RunFn]:
-    """Register ``run(cfg: Config, ctx: Context) -> Result`` as study ``id``."""
+
+def study(id: str, agenda: list[str], needs: Needs = Needs(), *, rule: RuleFn,
+          control: RuleFn | None = None) -> Callable[[RunFn], RunFn]:
+    """Register ``run(cfg: Config, ctx: Context) -> Result`` as study ``id``.
+
+    ``rule(cfg)`` returns the `Rule` that decides the verdict from the result's metrics;
+    ``control(cfg)`` the one that reads the control's metrics (default: ``rule`` itself, the
+    claim's own test read where the effect must be absent).
+    """
     if not isinstance(id, str) or not _ID.match(id):
         raise AssayError(f"bad study id {id!r}: use lower-case letters, digits and dashes, "
                          "e.g. 'backdoor-persistence'")
     if isinstance(agenda, str) or not agenda:
         raise AssayError(f"study '{id}' needs a non-empty list of agenda ids, e.g. agenda=['3.6']")
     ids = tuple(dict.fromkeys(challenge(a).id for a in agenda))  # unknown ids raise here
+    if not callable(rule) or (control is not None and not callable(control)):
+        raise AssayError(f"study '{id}': rule and control are functions cfg -> Rule "
+                         "(see assay.study.rules)")
 
     def register(run: RunFn) -> RunFn:
         if id in _REGISTRY:
@@ -63,7 +92,8 @@ def study(id: str, agenda: list[str], needs: Needs = Needs()) -> Callable[[RunFn
         config = _config_class(id, run)
         title, claim = _claim(id, run.__module__)
         _REGISTRY[id] = StudySpec(id=id, agenda=ids, needs=needs, config=config, run=run,
-                                  title=title, claim=claim, module=run.__module__)
+                                  title=title, claim=claim, module=run.__module__, rule=rule,
+                                  control=control or rule)
         return run
 
     return register
@@ -130,12 +160,11 @@ def discover() -> list[str]:
     ``ASSAY_STUDY_MODULES`` is a comma-separated list of importable modules holding studies
     of your own (they must be on the Python path); returns the ids registered afterwards.
     """
-    import assay.studies as package
-
+    package = importlib.import_module(CATALOGUE)  # by name: the catalogue sits above this layer
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name in _NOT_STUDIES:
+        if info.name.startswith("_"):
             continue
-        _load(f"{package.__name__}.{info.name}")
+        _load(f"{CATALOGUE}.{info.name}")
     for name in filter(None, (m.strip() for m in os.environ.get(EXTRA_MODULES, "").split(","))):
         try:
             _load(name)

@@ -1,7 +1,7 @@
 """A toy coin estimates its own bias.
 
-Claim: a coin drawn with bias `p` from a seeded generator lands heads at a rate whose Wilson
-interval covers `p`. Negative control: a fair coin's interval covers 0.5.
+Claim: a coin drawn with bias `p` from a seeded generator lands heads more often than not.
+Negative control: a fair coin must not.
 """
 
 from typing import ClassVar
@@ -10,13 +10,13 @@ import pytest
 
 from assay.errors import AssayError
 from assay.methods.stats import wilson
-from assay.studies import (
+from assay.study import (
+    Above,
     Context,
     Control,
     Needs,
     Result,
     StudyConfig,
-    Verdict,
     discover,
     get_study,
     studies,
@@ -36,24 +36,21 @@ def run_toy(cfg: ToyConfig, ctx: Context) -> Result:
     heads = int((ctx.rng.random(cfg.n) < cfg.p).sum())
     est = wilson(heads, cfg.n)
     fair = wilson(int((ctx.rng.random(cfg.n) < 0.5).sum()), cfg.n)
-    covered = est.ci_low <= cfg.p <= est.ci_high
     ctx.report("flipped", 1.0)
     return Result(
         metrics={"heads": est},
         tables={"flips": [{"n": cfg.n, "heads": heads}]},
-        verdict=Verdict(status="supported" if covered else "not supported",
-                        test="Wilson 95% interval covers p", statement=f"heads rate {est}"),
-        control=Control(
-            verdict=Verdict(status="supported" if fair.ci_low <= 0.5 <= fair.ci_high
-                            else "not supported",
-                            test="fair coin interval covers 0.5", statement=f"fair rate {fair}"),
-            metrics={"fair": fair}),
+        control=Control(metrics={"heads": fair}, condition="a fair coin"),
         notes=["toy"],
     )
 
 
-def register(id="toy-coin", agenda=("2.1", "3.6"), needs=Needs(chat=False)):
-    return study(id, agenda=list(agenda), needs=needs)(run_toy)
+def toy_rule(cfg: ToyConfig) -> Above:
+    return Above("heads", bar=0.5, low=0.0, high=1.0, what="heads rate")
+
+
+def register(id="toy-coin", agenda=("2.1", "3.6"), needs=Needs(chat=False), **rules):
+    return study(id, agenda=list(agenda), needs=needs, **({"rule": toy_rule} | rules))(run_toy)
 
 
 def test_registration_reads_config_title_and_claim():
@@ -64,7 +61,7 @@ def test_registration_reads_config_title_and_claim():
     assert spec.needs == Needs(chat=False)
     assert spec.title == "A toy coin estimates its own bias."
     assert spec.claim.startswith("Claim: a coin drawn with bias")
-    assert spec.claim.endswith("covers 0.5.")
+    assert spec.claim.endswith("must not.")
     assert spec.module == __name__
     assert spec.run is run_toy
     assert spec.make_config("full") == ToyConfig(n=5000)
@@ -96,7 +93,34 @@ def test_bad_study_id_and_missing_annotation_rejected():
         return None
 
     with pytest.raises(AssayError, match="annotate run's first parameter"):
-        study("toy-bare", agenda=["2.1"])(unannotated)
+        study("toy-bare", agenda=["2.1"], rule=toy_rule)(unannotated)
+
+
+def test_a_study_declares_its_rule_and_never_writes_its_verdict(tmp_path):
+    with pytest.raises(TypeError, match="rule"):
+        study("toy-norule", agenda=["2.1"])(run_toy)  # the rule is required
+    register()
+    spec = get_study("toy-coin")
+    cfg = spec.make_config()
+    result = spec.run(cfg, Context(seed=0, artifacts=tmp_path))
+    assert result.verdict is None and result.control.verdict is None
+    judged = spec.judge(cfg, result)
+    # measured: 200 flips of a 0.7 coin clear 0.5; a fair coin's interval contains it
+    assert judged.verdict.status == "supported" and judged.control.verdict.status == "inconclusive"
+    assert judged.status == "supported" and not judged.confounded
+    assert judged.verdict.test == toy_rule(cfg).test()
+    with pytest.raises(AssayError, match="wrote a verdict itself"):
+        spec.judge(cfg, judged)
+
+
+def test_a_control_that_fires_confounds_the_unit(tmp_path):
+    register(control=lambda cfg: Above("heads", bar=0.3, low=0.0, high=1.0))
+    spec = get_study("toy-coin")
+    cfg = spec.make_config()
+    judged = spec.judge(cfg, spec.run(cfg, Context(seed=0, artifacts=tmp_path)))
+    # the fair coin's rate (about 0.5) clears 0.3: the control fires
+    assert judged.verdict.status == "supported" and judged.control.verdict.status == "supported"
+    assert judged.confounded and judged.status == "confounded"
 
 
 def test_get_study_unknown_lists_valid_ids():
@@ -131,7 +155,8 @@ def test_same_seed_same_metrics_and_result_round_trips(tmp_path):
     spec = get_study("toy-coin")
     cfg = spec.make_config()
     seen = []
-    first = spec.run(cfg, Context(seed=3, artifacts=tmp_path / "a", progress=lambda m, f: seen.append((m, f))))
+    first = spec.run(cfg, Context(seed=3, artifacts=tmp_path / "a",
+                                  progress=lambda m, f: seen.append((m, f))))
     again = spec.run(cfg, Context(seed=3, artifacts=tmp_path / "b"))
     other = spec.run(cfg, Context(seed=4, artifacts=tmp_path / "c"))
     assert first.metrics == again.metrics and first.control == again.control
@@ -161,4 +186,5 @@ def test_cli_fills_agenda_and_studies_from_the_registry():
     toy = [s for s in listed if s["id"] == "toy-coin"]
     assert [(s["id"], s["agenda"]) for s in toy] == [("toy-coin", ["2.1", "3.6"])]
     assert toy[0]["claim"].startswith("Claim: a coin")
+    assert "lies above 0.5" in toy[0]["rule"]
     assert "safety-performance-frontier" in {s["id"] for s in listed}
