@@ -47,7 +47,7 @@ from assay.methods.stats import Estimate, wilson
 from assay.models import LM
 from assay.studies._jailbreak_common import GCGFields, Setup, run_gcg, setup
 from assay.study import Above, AllOf, Below, Context, Control, Needs, Result, study
-from assay.study.figures import new_figure, save_figure
+from assay.study.figures import PLANE_TABLE, new_figure, save_figure
 from assay.world import World, dialogues
 
 FLUENT = ("plain", "prefill", "document", "role_play")
@@ -146,6 +146,10 @@ def run(cfg: Config, ctx: Context) -> Result:
     thresholds = [round(f.threshold_, 4) for f in filters]
     return Result(
         metrics=metrics, tables={"attack_x_defense": rows, "defenses": frontier,
+                                 PLANE_TABLE: [{"series": "jailbreak defense",
+                                                "protection": f["protection"],
+                                                "benign_accuracy": f["benign_accuracy"],
+                                                "label": f["defense"]} for f in frontier],
                                  "control_prompts": [{"prompt": p, "blocked": f}
                                                      for p, f in zip(stand_ins, flags)]},
         figures=[_figure(ctx, success, costs, list(defenses), list(attacks))],

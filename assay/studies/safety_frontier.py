@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 from assay.methods.knowledge import split_agents
 from assay.methods.stats import Estimate, two_proportion_test, wilson
 from assay.study import Above, AnyOf, Context, Control, Given, Needs, Result, StudyConfig, study
-from assay.study.figures import errorbars, new_figure, save_figure
+from assay.study.figures import PLANE_TABLE, errorbars, new_figure, save_figure
 from assay.training import TrainConfig, finetune, flops_per_token, grade, source_items
 from assay.training.card import knowledge_probe
 from assay.world import World, dialogues
@@ -147,8 +147,12 @@ def run(cfg: Config, ctx: Context) -> Result:
     figures = [_plot_frontier(ctx, sweep, control_rows), _plot_over_refusal(ctx, sweep)]
     table = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
               if not k.endswith(("_k", "_n"))} for r in rows]
+    plane = [{"series": "refusal training share", "protection": r["hazard_refusal"],
+              "benign_accuracy": r["benign_accuracy"], "label": f"{r['share']:g}"}
+             for r in table if r["data"] == HAZARD]
     return Result(metrics=metrics, control=_control(sweep, control_rows, cfg),
-                  tables={"sweep": table, "samples": samples}, figures=figures,
+                  tables={"sweep": table, "samples": samples, PLANE_TABLE: plane},
+                  figures=figures,
                   notes=notes + said)
 
 

@@ -39,7 +39,7 @@ from assay.methods.stats import Estimate
 from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import Method, difference, setup
 from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, StudyConfig, study
-from assay.study.figures import new_figure, save_figure
+from assay.study.figures import PLANE_TABLE, new_figure, save_figure
 
 TWIN = "retain-only control"  # the organism's retain-only twin, in metric names
 
@@ -135,7 +135,11 @@ def run(cfg: Config, ctx: Context) -> Result:
     negative = Control(metrics={"retain_cost_at_floor": cost}, condition=(
         "exact deletion: the retain-only twin, which never saw a hazard document, against "
         "the original"))
-    return Result(metrics=metrics, control=negative, tables={"frontier": rows},
+    plane = [{"series": f"unlearning: {r['method']}", "protection": 1 - r["forget_completion"],
+              "benign_accuracy": r["retain_accuracy"], "label": str(r["steps"] or "")}
+             for r in rows]
+    return Result(metrics=metrics, control=negative,
+                  tables={"frontier": rows, PLANE_TABLE: plane},
                   figures=[_figure(ctx, points, original, floor, cfg)], notes=notes)
 
 

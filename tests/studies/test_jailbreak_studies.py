@@ -48,6 +48,8 @@ def test_defenses_are_scored_on_held_out_subjects_and_report_their_benign_cost(r
     m = r.metrics
     assert {row["defense"] for row in r.tables["defenses"]} == {
         "none", "perplexity", "smoothllm", "classifier"}
+    assert [p["label"] for p in r.tables["safety_performance_plane"]] == \
+        [row["defense"] for row in r.tables["defenses"]]
     # fitted on the other half of the agents, the classifier stops far fewer hazard
     # requests than it did when scored on its own training strings (>= 0.9 then)
     assert m["blocked@classifier/plain"].value == pytest.approx(5 / 24, abs=0.15)

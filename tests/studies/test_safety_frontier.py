@@ -83,6 +83,9 @@ def test_refusal_data_buys_refusal_and_the_control_stays_below_it(assay_home, xs
     assert set(r.figures) == {"frontier.png", "over_refusal.png"}
     assert all((record.folder / f).stat().st_size > 10_000 for f in r.figures)
     sweep = r.tables["sweep"]
+    plane = r.tables["safety_performance_plane"]  # the hazard sweep, on the report's plane
+    assert [(p["label"], p["protection"]) for p in plane] == \
+        [(f"{row['share']:g}", row["hazard_refusal"]) for row in sweep if row["data"] == "hazard"]
     assert [(row["data"], row["share"]) for row in sweep] == \
         [("hazard", 0.0), ("hazard", 0.3), ("decoy", 0.3)]
     assert r.provenance.organisms == {"xs@pretrain": r.provenance.organisms["xs@pretrain"]}

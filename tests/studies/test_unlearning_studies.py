@@ -51,6 +51,9 @@ def test_tradeoff_reads_the_cheapest_route_and_exact_deletion(run_xs):
         _difference(m["retain_accuracy@original"], m[f"retain_accuracy@{TWIN}"]))
     assert abs(control.value) <= 0.05 and control.ci_low < 0 < control.ci_high
     assert r.control.verdict.status != "supported" and not r.confounded
+    plane = {(p["series"], p["label"]): p for p in r.tables["safety_performance_plane"]}
+    assert plane["unlearning: ga", "15"]["protection"] == pytest.approx(
+        1 - m["forget_completion@ga/15"].value, abs=1e-4)
 
 
 def test_hidden_not_deleted_recovers_on_the_organism_not_on_the_twin(run_xs):
