@@ -329,6 +329,7 @@ def organisms_card(name: str, as_json: bool = typer.Option(False, "--json")):
 def models_show(spec: str, allow_pickle: bool = typer.Option(
         False, "--allow-pickle", help="Allow pickle checkpoints (they can run code).")):
     """Load a model (organism:NAME or hf:PATH_OR_ID) and describe it."""
+    import assay.training  # noqa: F401  (registers the organism: scheme)
     from assay.models import load
 
     lm = load(spec, allow_pickle=allow_pickle)

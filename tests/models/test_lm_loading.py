@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import sys
-import types
 
 import pytest
 import torch
 import transformers
 
 from assay.errors import AssayError
-from assay.models import LM, load
+from assay.models import LM, check_spec, load
 
 IDS = torch.tensor([[1, 40, 41, 50, 60, 70]])
 
@@ -94,20 +92,26 @@ def test_unknown_scheme(spec):
     assert "organism:NAME" in str(err.value) and "hf:PATH_OR_ID" in str(err.value)
 
 
-def test_organism_specs_resolve_through_the_organism_cache(llama, llama_dir, monkeypatch):
-    def organism_path(name):
-        if name != "xs":
-            raise AssayError(f"unknown organism '{name}'")
-        return llama_dir
+def test_organism_specs_resolve_through_the_registered_scheme(llama, llama_dir, monkeypatch):
+    from assay.models import Scheme, load_folder
+    from assay.models import spec as specs
 
-    fake = types.ModuleType("assay.training.organisms")
-    fake.organism_path = organism_path
-    monkeypatch.setitem(sys.modules, "assay.training.organisms", fake)
+    def load_organism(spec, **kwargs):
+        if spec.name != "xs":
+            raise AssayError(f"unknown organism '{spec.name}'")
+        return load_folder(llama_dir, str(spec), **kwargs)
+
+    monkeypatch.setitem(specs._SCHEMES, "organism",
+                        Scheme(load=load_organism, key=lambda spec: f"{spec}#fake"))
     lm = load("organism:xs")
     assert lm.spec == "organism:xs"
     assert torch.equal(lm.forward(IDS), llama.forward(IDS))
+    assert check_spec("organism:xs@pretrain") == "organism:xs@pretrain#fake"
     with pytest.raises(AssayError, match="unknown organism 'zz'"):
         load("organism:zz")
+    monkeypatch.delitem(specs._SCHEMES, "organism")  # as before assay.training is imported
+    with pytest.raises(AssayError, match="registered by assay.training"):
+        load("organism:xs")
 
 
 def test_bad_dtype(llama_dir):
