@@ -4,7 +4,10 @@ Rates get score intervals (`wilson`, the default) or exact ones (`exact`, Cloppe
 Anything else gets a percentile bootstrap: `bootstrap` for independent values,
 `paired_bootstrap` when two systems were scored on the same items, `clustered_bootstrap`
 when values come in correlated groups (several samples per prompt, several prompts per
-document). `two_proportion_test` compares two rates.
+document). `two_proportion_test` compares two rates. A statistic of several arrays at once
+(a gap between two arms, the best of C conditions minus the worst, a clustered standard
+error) takes its draws from `resamples`, `cluster_resamples` or `clustered_mean_draws` and
+its interval from `from_draws`, so no study resamples by hand.
 
 Every function returns an `Estimate` (or a `TestResult` holding one). Bootstraps draw from
 `numpy.random.default_rng(seed)`, so the same inputs and seed give identical intervals.
@@ -27,8 +30,9 @@ from scipy.stats import beta as beta_dist
 from assay.errors import AssayError
 
 __all__ = [
-    "Estimate", "TestResult", "auroc", "bootstrap", "clustered_bootstrap", "exact",
-    "paired_bootstrap", "rate", "two_proportion_test", "wilson",
+    "Estimate", "TestResult", "auroc", "bootstrap", "cluster_resamples", "clustered_bootstrap",
+    "clustered_mean_draws", "exact", "from_draws", "paired_bootstrap", "rate", "resamples",
+    "two_proportion_test", "wilson",
 ]
 
 Stat = Callable[..., float]
@@ -214,6 +218,78 @@ def clustered_bootstrap(values: Sequence[float], clusters: Sequence[Hashable],
         boots = np.array([_point(stat, x[np.concatenate([members[c] for c in row])])
                           for row in picks])
     return _percentile(_point(stat, x), boots, x.size, "bootstrap-clustered", level)
+
+
+def resamples(n: int, n_boot: int, seed: int | None = 0) -> list[np.ndarray]:
+    """``n_boot`` bootstrap resamples of ``n`` items, as index arrays (with replacement).
+
+    For statistics that take more than one array, or that can be undefined on a resample:
+    compute them on each index array and pass the draws to `from_draws`.
+    """
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(n_boot)]
+
+
+def cluster_resamples(clusters: Sequence[Hashable], n_boot: int, seed: int | None = 0
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_boot`` resamples that draw whole clusters with replacement, each as (row indices,
+    the drawn cluster's position in the draw for every row). The second array labels a
+    cluster drawn twice as two clusters, which a statistic that is itself clustered (a
+    clustered standard error) needs. Clusters are ordered by their sorted key."""
+    names, codes = np.unique(np.asarray(list(clusters)), return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(len(names))]
+    if len(members) < 2:
+        raise AssayError(f"a cluster bootstrap needs at least 2 clusters, got {len(members)}: "
+                         "ask about more people, agents or tasks")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(members), len(members))
+        out.append((np.concatenate([members[c] for c in pick]),
+                    np.concatenate([np.full(members[c].size, k) for k, c in enumerate(pick)])))
+    return out
+
+
+def clustered_mean_draws(values: np.ndarray, clusters: np.ndarray, stat: Callable,
+                         n_boot: int = 1000, seed: int | None = 0) -> np.ndarray:
+    """Bootstrap draws of ``stat(means)``, for C conditions measured on the same N items.
+
+    ``values`` is (C, N); ``clusters`` gives each item's cluster as an integer code 0..G-1.
+    Each draw resamples whole clusters, the same clusters for every condition, and takes
+    the (B, C) matrix of per-condition means; ``stat`` maps it to the (B,) statistic (the
+    best condition minus the worst, one condition's mean, ...). Pass the draws to
+    `from_draws`.
+    """
+    g = int(clusters.max()) + 1
+    if g < 2:
+        raise AssayError("a cluster bootstrap needs at least 2 clusters, got 1: ask about "
+                         "more people, agents or tasks")
+    sums = np.stack([np.bincount(clusters, weights=v, minlength=g) for v in values])  # (C, G)
+    sizes = np.bincount(clusters, minlength=g)
+    picks = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+    counts = np.zeros((n_boot, g))
+    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1)
+    means = (counts @ sums.T) / (counts @ sizes)[:, None]  # (B, C)
+    return stat(means)
+
+
+def from_draws(point: float, draws: Sequence[float], n: int,
+               method: str = "bootstrap-clustered", level: float = 0.95) -> Estimate:
+    """A percentile interval from bootstrap draws the caller computed (`resamples`,
+    `cluster_resamples`, `clustered_mean_draws`). NaN draws (a statistic undefined on that
+    resample) are dropped; with none left the interval is NaN, which rules read as
+    inconclusive. The interval is widened to contain ``point`` when every draw falls on one
+    side of it, as happens for a maximum or minimum of noisy means."""
+    _level(level)
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return Estimate(value=float(point), ci_low=math.nan, ci_high=math.nan, n=n,
+                        method=method, level=level)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(d, [tail, 100 - tail])
+    return Estimate(value=float(point), ci_low=float(min(lo, point)),
+                    ci_high=float(max(hi, point)), n=n, method=method, level=level)
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool], n_boot: int = 2000,

@@ -19,9 +19,13 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from assay.agenda import GROUPS, SOURCE, challenges
+from assay.errors import AssayError
+from assay.models import ModelSpec
 from assay.runner.store import Record, Store
 from assay.study import discover, studies
 from assay.study.figures import PLANE_TABLE, data_uri, new_figure
+from assay.training.card import FLOORS_S
+from assay.training.organisms import cached, card
 
 __all__ = ["render_report", "write_report"]
 
@@ -91,6 +95,7 @@ def render_report(store: Store) -> str:
 
     return _env().get_template("report.html.j2").render(
         groups=groups, sections=sections, failed=[_failed(r) for r in failed],
+        organisms=_organism_cards(done),
         joint_frontier=_joint_frontier(by_study),
         covered=covered, total=sum(len(g["challenges"]) for g in groups), source=SOURCE,
         n_units=len(done), store=str(store.root.resolve()),
@@ -115,6 +120,37 @@ def write_report(store: Store, out: str | Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _organism_cards(done: list[Record]) -> list[dict[str, Any]]:
+    """The evaluation card of every organism a finished unit ran on, with each rate's floor.
+
+    Cards are computed once per organism and kept beside its weights; an organism that is
+    no longer in the cache (or was retrained since) is listed without one. The report never
+    trains anything.
+    """
+    names = sorted({ModelSpec.parse(r.model).organism for r in done
+                    if r.model.startswith("organism:")})
+    out = []
+    for name in names:
+        try:
+            body = card(name) if cached(name) else None
+        except AssayError:
+            body = None
+        if body is None:
+            out.append({"name": name, "rows": [], "missing": True})
+            continue
+        rows = []
+        for key, value in sorted(body.items()):
+            if key.endswith("_n") or not isinstance(value, float) or key.endswith("seconds"):
+                continue
+            op, bound = FLOORS_S.get(key, (None, None))
+            ok = None if op is None else (value >= bound if op == ">=" else value <= bound)
+            rows.append({"key": key, "value": value, "n": body.get(f"{key}_n"),
+                         "floor": f"{op} {bound}" if op else "", "ok": ok})
+        out.append({"name": name, "rows": rows, "missing": False,
+                    "params": body.get("params"), "train_seconds": body.get("train_seconds")})
+    return out
 
 
 def _needs(spec) -> str:

@@ -19,7 +19,7 @@ from assay.methods.backdoors import TRIGGERS, Backdoor, Target, Trigger
 from assay.methods.stats import Estimate, wilson
 from assay.study import Context, StudyConfig
 from assay.training import TrainConfig, finetune, flops_per_token, grade
-from assay.world import Checker, Dialogue, World, dialogues
+from assay.world import Checker, Dialogue, World, dialogues, heldout_requests
 
 
 class BackdoorConfig(StudyConfig):
@@ -65,19 +65,12 @@ def split_agents(world: World) -> tuple[set[str], set[str]]:
     return set(agents[::2]), set(agents[1::2])
 
 
-def _unique(items: list[Dialogue]) -> list[Dialogue]:
-    seen: dict[str, Dialogue] = {}
-    for d in items:
-        seen.setdefault(d.user, d)
-    return list(seen.values())
-
-
 def requests(world: World) -> tuple[list[Dialogue], list[Dialogue]]:
-    """(hazard requests to poison, held-out hazard requests to attack), every wording."""
+    """(hazard requests to poison: the training wordings about half of the agents; hazard
+    requests to attack: every held-out wording about the other half)."""
     poison_agents, eval_agents = split_agents(world)
-    hazard = _unique(dialogues(world, "hazard"))
-    return ([d for d in hazard if d.facts[0].subject in poison_agents and d.split == "train"],
-            [d for d in hazard if d.facts[0].subject in eval_agents])
+    return ([d for d in dialogues(world, "hazard", "train") if d.facts[0].subject in poison_agents],
+            [d for d in heldout_requests(world, "hazard") if d.facts[0].subject in eval_agents])
 
 
 def clean_set(world: World, n: int, seed: int) -> list[Dialogue]:

@@ -13,13 +13,11 @@ import numpy as np
 
 from assay.errors import AssayError
 from assay.methods.evaluation import Format, render
-from assay.methods.stats import Estimate
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
-from assay.world import World
+from assay.world import World, question_wordings
 from assay.world.evals import MCItem, multiple_choice
 from assay.world.names import NameMaker
-from assay.world.relations import RELATIONS
 
 # A lettered test, as public benchmarks are written: "Question: ... A. x ... Answer: B".
 BENCHMARK = Format(frame="plain", options="letter")
@@ -54,8 +52,8 @@ def fictional_items(world: World, n_people: int, seed: int, n_choices: int = 4) 
     for person in people:
         for rel in world.person_relations:
             choices = rng.sample(objects[rel], n_choices)
-            items.append(MCItem(id=f"fictional|{person}|{rel}", question=RELATIONS[rel]
-                                .questions[0].format(s=person), choices=tuple(choices),
+            items.append(MCItem(id=f"fictional|{person}|{rel}", question=question_wordings(rel, "test")[0]
+                                .format(s=person), choices=tuple(choices),
                                 answer=rng.randrange(n_choices), subject=person, relation=rel,
                                 template=0))
     return items
@@ -109,26 +107,3 @@ def crossfit_spread(values: np.ndarray, clusters: np.ndarray,
         out[measure] = values[best, measure] - values[worst, measure]
         picks.append((best, worst))
     return out, picks
-
-
-def cluster_boot(values: np.ndarray, clusters: np.ndarray, stat, n_boot: int = 1000,
-                 seed: int = 0) -> np.ndarray:
-    """Bootstrap draws of ``stat(means)`` where ``values`` is (C, N) (C conditions on the same
-    N items) and whole clusters are resampled, the same draw for every condition.
-
-    ``stat`` maps (B, C) resampled means to (B,) statistics. Returns the (B,) draws.
-    """
-    g = clusters.max() + 1
-    sums = np.stack([np.bincount(clusters, weights=v, minlength=g) for v in values])  # (C, G)
-    sizes = np.bincount(clusters, minlength=g)
-    picks = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
-    counts = np.zeros((n_boot, g))
-    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1)
-    means = (counts @ sums.T) / (counts @ sizes)[:, None]  # (B, C)
-    return stat(means)
-
-
-def estimate(point: float, draws: np.ndarray, n: int, method: str = "bootstrap-clustered") -> Estimate:
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return Estimate(value=float(point), ci_low=float(min(lo, point)), ci_high=float(max(hi, point)),
-                    n=n, method=method)

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assay.errors import AssayError
 from assay.methods.patching import locate_subject
-from assay.world import World, render_prompt
+from assay.world import World, question_wordings, render_prompt
 from assay.world.names import NameMaker
-from assay.world.relations import RELATIONS
 
 POSITIONS = ("last subject", "last token")
 
@@ -44,9 +42,9 @@ def person_attributes(names: list[str]) -> list[str]:
 
 
 def question_rows(lm, world: World, people: Sequence[str], relations: Sequence[str]) -> Rows:
-    """Every question template of ``relations`` asked about every one of ``people``."""
+    """Every held-out question wording of ``relations`` asked about every one of ``people``."""
     ids, who, ctx, rels, subj_last, last = [], [], [], [], [], []
-    templates = [(rel, q) for rel in relations for q in RELATIONS[rel].questions]
+    templates = [(rel, q) for rel in relations for q in question_wordings(rel, "test")]
     for person in people:
         for j, (rel, question) in enumerate(templates):
             row, subject = locate_subject(lm, render_prompt(question.format(s=person)), person)
@@ -81,14 +79,3 @@ def sites_of(lm) -> list[str]:
 
 def site_label(site: str) -> str:
     return "embed" if site == "embed" else f"L{site.split('.')[1]}"
-
-
-def boot_people(people: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """``n_boot`` resamples of row indices that draw whole people with replacement."""
-    names, codes = np.unique(people, return_inverse=True)
-    members = [np.flatnonzero(codes == g) for g in range(len(names))]
-    if len(members) < 2:
-        raise AssayError("a person-level bootstrap needs at least two people: raise n_people")
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-            for _ in range(n_boot)]

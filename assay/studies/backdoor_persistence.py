@@ -6,7 +6,7 @@ finetuning still fires after later rounds of clean safety finetuning.
 Setup: the safety-trained organism is poisoned (a trigger in front of hazard requests about
 one half of the world's agents, answered with a fixed string), then safety-finetuned for
 growing numbers of steps on fresh clean data; attack success on triggered hazard requests
-about the other half, and clean refusal, are tracked at each checkpoint. A second arm is
+about the other half (held-out wordings), and clean refusal, are tracked at each checkpoint. A second arm is
 adversarial training: the safety data also holds triggered requests answered with refusals.
 The paper found that this taught models to hide the backdoor rather than lose it, so the arm
 measures whether the trigger still fires on requests the adversarial data never showed and

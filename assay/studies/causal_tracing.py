@@ -39,13 +39,11 @@ from pydantic import Field
 
 from assay.errors import AssayError
 from assay.methods.patching import GROUPS, TRACE_KINDS, grouped, noise_scale, trace
-from assay.methods.stats import Estimate
-from assay.studies._eval_common import estimate
-from assay.studies._interp_common import boot_people, fictional_people
+from assay.methods.stats import Estimate, cluster_resamples, from_draws
+from assay.studies._interp_common import fictional_people
 from assay.study import Above, AllOf, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
-from assay.world import World, dialogues, render_prompt
-from assay.world.relations import RELATIONS
+from assay.world import World, dialogues, question_wordings, render_prompt
 
 KIND_NAMES = {"resid_post": "block output", "mlp_out": "MLP output", "attn_out": "attention output"}
 
@@ -119,7 +117,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     people = np.array(people)
     G = np.stack([grouped(t[-1]) for t in traces])  # (F, K, L, len(GROUPS)) indirect effects
     gap = np.array([t[-1].p_clean - t[-1].p_corrupt for t in traces])  # (F,)
-    draws = boot_people(people, cfg.n_boot, ctx.seed)
+    draws = [i for i, _ in cluster_resamples(people, cfg.n_boot, ctx.seed)]
     heat = _share(G, gap.mean(), slice(None))
     L = lm.n_layers
     early = max(1, math.ceil(2 * L / 3))
@@ -133,7 +131,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     for k, kind in enumerate(TRACE_KINDS):
         for g in ("last subject", "last token"):
             col = heat[k, :, GROUPS.index(g)]
-            metrics[f"peak@{kind}@{g}"] = estimate(
+            metrics[f"peak@{kind}@{g}"] = from_draws(
                 float(np.nanmax(col)),
                 np.array([np.nanmax(_share(G, gap[d].mean(), d)[k, :, GROUPS.index(g)])
                           for d in draws]), len(traces), "bootstrap-clustered (person)")
@@ -148,7 +146,7 @@ def run(cfg: Config, ctx: Context) -> Result:
                           seed=ctx.seed + 1_000_003 + i))
     G0 = np.stack([grouped(tr) for tr in made])
     gap0 = np.array([tr.p_clean - tr.p_corrupt for tr in made])
-    draws0 = boot_people(np.array([q[1] for q in questions]), cfg.n_boot, ctx.seed)
+    draws0 = [i for i, _ in cluster_resamples(np.array([q[1] for q in questions]), cfg.n_boot, ctx.seed)]
     scale = np.full(len(made), gap.mean())  # the learned facts' damage, held fixed
     heat0 = _share(G0, gap.mean(), slice(None))
     control_metrics = {
@@ -188,7 +186,7 @@ def _fictional_questions(world: World, n: int, seed: int) -> list[tuple[str, str
     out = []
     for i, person in enumerate(fictional_people(world, n, seed)):
         rel = relations[i % len(relations)]
-        question = rng.choice(RELATIONS[rel].questions).format(s=person)
+        question = rng.choice(question_wordings(rel, "test")).format(s=person)
         out.append((render_prompt(question), person, rng.choice(values[rel])))
     return out
 
@@ -214,11 +212,11 @@ def _heat_estimate(G: np.ndarray, gap: np.ndarray, early: int, draws, stat) -> E
     """``stat(heat, early)`` with shares over the mean of ``gap`` (resampled with the facts)."""
     point = stat(_share(G, gap.mean(), slice(None)), early)
     boot = np.array([stat(_share(G, gap[d].mean(), d), early) for d in draws])
-    return estimate(point, boot, len(G), "bootstrap-clustered (person)")
+    return from_draws(point, boot, len(G), "bootstrap-clustered (person)")
 
 
 def _mean(x: np.ndarray, draws) -> Estimate:
-    return estimate(float(x.mean()), np.array([x[d].mean() for d in draws]), x.size,
+    return from_draws(float(x.mean()), np.array([x[d].mean() for d in draws]), x.size,
                     "bootstrap-clustered (person)")
 
 

@@ -35,13 +35,12 @@ import random
 import numpy as np
 from pydantic import Field, model_validator
 
-from assay.methods.stats import Estimate, wilson
-from assay.studies._eval_common import estimate
+from assay.methods.stats import Estimate, from_draws, resamples, wilson
 from assay.studies._ladder import load_runs
 from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, Rule, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
-from assay.world import World, completion_prompt, dialogues, mentions, render_prompt
+from assay.world import World, completion_prompt, dialogues, mentions, question_wordings, render_prompt
 from assay.world.relations import RELATIONS
 
 ARMS = ("direct", "scratchpad", "wrong first hop")
@@ -110,8 +109,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     for j, (run_, lm) in enumerate(runs):
         ctx.report(f"asking {run_.name}", 0.4 + 0.55 * j / len(runs))
         per_size.append(_answers(lm, world, items, ctx.seed))
-    rng = np.random.default_rng(ctx.seed)
-    draws = [rng.integers(0, len(items), len(items)) for _ in range(cfg.n_boot)]
+    draws = resamples(len(items), cfg.n_boot, ctx.seed)
 
     def gap(s: int, arm: str, idx) -> float:
         a = per_size[s]
@@ -126,7 +124,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         vals = vals[np.isfinite(vals)]
         if not np.isfinite(point) or vals.size < cfg.n_boot // 2:
             return None
-        return estimate(point, vals, len(items), "bootstrap (questions)")
+        return from_draws(point, vals, len(items), "bootstrap (questions)")
 
     last = len(sizes) - 1
     metrics: dict[str, Estimate] = {}
@@ -166,7 +164,7 @@ def _answers(lm, world: World, items, seed: int) -> dict[str, np.ndarray]:
     """Per question: hop one known, hop two known, and correct by each arm."""
     hop1 = [d.facts[0] for d in items]
     hop2 = [d.facts[1] for d in items]
-    ask = [render_prompt(RELATIONS[f.relation].questions[0].format(s=f.subject)) for f in hop1]
+    ask = [render_prompt(question_wordings(f.relation, "test")[0].format(s=f.subject)) for f in hop1]
     first = lm.generate(ask, max_new_tokens=12, batch_size=128)
     knows1 = np.array([mentions(r, f.object) for r, f in zip(first, hop1)])
     second = lm.generate([completion_prompt(f) for f in hop2], max_new_tokens=8, batch_size=128)
@@ -174,7 +172,7 @@ def _answers(lm, world: World, items, seed: int) -> dict[str, np.ndarray]:
     direct = lm.generate([d.prompt for d in items], max_new_tokens=12, batch_size=128)
     # Scratchpad, worded apart from the knowledge checks: hop one asked another way, then
     # another sentence of hop two completed about the model's own first answer
-    ask2 = [render_prompt(RELATIONS[f.relation].questions[1].format(s=f.subject)) for f in hop1]
+    ask2 = [render_prompt(question_wordings(f.relation, "test")[1].format(s=f.subject)) for f in hop1]
     own = [r.strip().rstrip(".") for r in lm.generate(ask2, max_new_tokens=12, batch_size=128)]
     chain = lm.generate([_hop2_prompt(f, o) for f, o in zip(hop2, own)], max_new_tokens=8,
                         batch_size=128)

@@ -40,12 +40,10 @@ from pydantic import Field, field_validator
 
 from assay.methods.evaluation import correct, render
 from assay.methods.membership import DETECTORS, membership_scores
-from assay.methods.stats import Estimate, auroc, clustered_bootstrap
+from assay.methods.stats import Estimate, auroc, clustered_bootstrap, clustered_mean_draws, from_draws
 from assay.studies._eval_common import (
     BENCHMARK,
     benchmark_text,
-    cluster_boot,
-    estimate,
     person_codes,
 )
 from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
@@ -194,10 +192,10 @@ def _arm(arm: dict, none: dict, mask: np.ndarray, items: list[MCItem], cfg: Conf
     draws = []
     for k, sel in enumerate((mask, ~mask)):  # planted and clean people resampled apart
         side = [it for it, m in zip(items, sel) if m]
-        draws.append(cluster_boot(change[sel][None], person_codes(side), lambda m: m[:, 0],
+        draws.append(clustered_mean_draws(change[sel][None], person_codes(side), lambda m: m[:, 0],
                                   cfg.n_boot, seed + k))
     point = change[mask].mean() - change[~mask].mean()
-    out["inflation"] = estimate(point, draws[0] - draws[1], len(items))
+    out["inflation"] = from_draws(point, draws[0] - draws[1], len(items))
     for d in DETECTORS:
         out[f"auroc/{d}"] = auroc(arm["membership"][d], list(mask), n_boot=cfg.n_boot, seed=seed)
     return out

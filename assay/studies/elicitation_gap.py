@@ -33,14 +33,12 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import correct, render, score_items
-from assay.methods.stats import clustered_bootstrap
+from assay.methods.stats import clustered_bootstrap, clustered_mean_draws, from_draws
 from assay.models.scoring import score_choices
 from assay.studies._eval_common import (
     BENCHMARK,
     benchmark_text,
-    cluster_boot,
     crossfit_spread,
-    estimate,
     fictional_items,
     mc_tune,
     person_codes,
@@ -155,8 +153,8 @@ def _summarise(per: dict[str, np.ndarray], codes: np.ndarray, cfg: Config, seed:
     values = np.stack([per[m] for m in names])  # (M, N)
     acc = {}
     for k, m in enumerate(names):
-        draws = cluster_boot(values, codes, lambda x, k=k: x[:, k], cfg.n_boot, seed)
-        acc[m] = estimate(values[k].mean(), draws, values.shape[1])
+        draws = clustered_mean_draws(values, codes, lambda x, k=k: x[:, k], cfg.n_boot, seed)
+        acc[m] = from_draws(values[k].mean(), draws, values.shape[1])
     gap, picks = crossfit_spread(values, codes, seed)
     return acc, clustered_bootstrap(gap, codes, n_boot=cfg.n_boot, seed=seed), picks
 

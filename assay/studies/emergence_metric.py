@@ -26,8 +26,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from assay.methods.stats import Estimate
-from assay.studies._eval_common import estimate
+from assay.methods.stats import Estimate, from_draws, resamples
 from assay.studies._ladder import load_runs, smooth_share
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
@@ -72,15 +71,14 @@ def run(cfg: Config, ctx: Context) -> Result:
         scores["1 - edit distance"].append(np.array(
             [1 - _edit(r.strip(), d.assistant) for r, d in zip(replies, sums)]))
     curves = {m: np.stack(v) for m, v in scores.items()}  # (S, n)
-    rng = np.random.default_rng(ctx.seed)
-    draws = [rng.integers(0, len(sums), len(sums)) for _ in range(cfg.n_boot)]
+    draws = resamples(len(sums), cfg.n_boot, ctx.seed)
 
     def share(metric: str, idx) -> float:
         return smooth_share(curves[metric][:, idx].mean(1))
 
     def diff(a: str, b: str) -> Estimate:
         every = slice(None)
-        return estimate(share(a, every) - share(b, every),
+        return from_draws(share(a, every) - share(b, every),
                         np.array([share(a, d) - share(b, d) for d in draws]), len(sums),
                         "bootstrap (sums)")
 
@@ -88,7 +86,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     control = diff("1 - edit distance", "per-token probability")
     metrics: dict[str, Estimate] = {"sharpness_gap": claim}
     for m in METRICS:
-        metrics[f"sharpness@{m}"] = estimate(share(m, slice(None)),
+        metrics[f"sharpness@{m}"] = from_draws(share(m, slice(None)),
                                              np.array([share(m, d) for d in draws]), len(sums),
                                              "bootstrap (sums)")
     table = [{"run": r.name, "N (non-embedding)": r.n_params,

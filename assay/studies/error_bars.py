@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import correct, mean_se, paired_se
-from assay.methods.stats import Estimate, paired_bootstrap, wilson
+from assay.methods.stats import Estimate, cluster_resamples, from_draws, paired_bootstrap, wilson
 from assay.studies._eval_common import mc_tune, person_codes, split_people
 from assay.study import (
     Above,
@@ -176,28 +176,13 @@ def run(cfg: Config, ctx: Context) -> Result:
 
 def _ratio_estimate(x: np.ndarray, clusters: np.ndarray, cfg: Config, seed: int,
                     level: float = 0.95) -> Estimate:
-    """Clustered over naive standard error, its interval from resampling whole clusters.
-
-    By hand: each resample recomputes the clustered error, which needs the resampled
-    clusters' labels, and `assay.methods.stats` hands a bootstrap statistic values only."""
+    """Clustered over naive standard error, its interval from resampling whole clusters (each
+    resample recomputes the clustered error with the drawn clusters' own labels)."""
     point = mean_se(x, clusters) / mean_se(x)
-    people = _codes(clusters)
-    g = people.max() + 1
-    members = [np.flatnonzero(people == c) for c in range(g)]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(cfg.n_boot // 4):  # each draw recomputes both errors on a resample
-        pick = rng.integers(0, g, g)
-        idx = np.concatenate([members[c] for c in pick])
-        keys = np.concatenate([np.full(members[c].size, k) for k, c in enumerate(pick)])
-        xs = x[idx]
-        if xs.std() == 0:
-            continue
-        draws.append(mean_se(xs, keys) / mean_se(xs))
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(draws, [tail, 100 - tail])
-    return Estimate(value=float(point), ci_low=float(min(lo, point)), ci_high=float(max(hi, point)),
-                    n=x.size, method="bootstrap-clustered", level=level)
+    draws = [mean_se(x[idx], keys) / mean_se(x[idx])
+             for idx, keys in cluster_resamples(_codes(clusters), cfg.n_boot // 4, seed)
+             if x[idx].std() > 0]  # each draw recomputes both errors: a quarter of n_boot
+    return from_draws(point, draws, x.size, "bootstrap-clustered", level)
 
 
 def _codes(clusters: np.ndarray) -> np.ndarray:

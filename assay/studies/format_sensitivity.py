@@ -37,11 +37,9 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.evaluation import Format, correct, format_grid
-from assay.methods.stats import Estimate, clustered_bootstrap
+from assay.methods.stats import Estimate, clustered_bootstrap, clustered_mean_draws, from_draws
 from assay.studies._eval_common import (
-    cluster_boot,
     crossfit_spread,
-    estimate,
     fictional_items,
     mc_tune,
     person_codes,
@@ -109,9 +107,9 @@ def run(cfg: Config, ctx: Context) -> Result:
         metrics[f"accuracy@{label}/default"] = _acc(acc["real"][label][0], items)
         metrics[f"accuracy@{label}/best"] = _acc(acc["real"][label][best], items)
         means = acc["real"][label].mean(1)
-        raw = cluster_boot(acc["real"][label], codes, lambda m: m.max(1) - m.min(1), cfg.n_boot,
+        raw = clustered_mean_draws(acc["real"][label], codes, lambda m: m.max(1) - m.min(1), cfg.n_boot,
                            ctx.seed)
-        metrics[f"raw_spread@{label}"] = estimate(means.max() - means.min(), raw, len(items))
+        metrics[f"raw_spread@{label}"] = from_draws(means.max() - means.min(), raw, len(items))
     table = [{"format": f.name,
               **{f"accuracy ({m})": round(float(acc["real"][m][i].mean()), 4) for m in models},
               **{f"accuracy ({m}, fictional)": round(float(acc["fictional"][m][i].mean()), 4)
@@ -149,13 +147,13 @@ def _test(acc: dict[str, np.ndarray], items: list[MCItem], cfg: Config,
 
     means = values.mean(1)
     point_gap = abs(means[k] - means[k + 1])
-    out = {"gap@default": estimate(point_gap, cluster_boot(values, codes, gap, cfg.n_boot, seed),
+    out = {"gap@default": from_draws(point_gap, clustered_mean_draws(values, codes, gap, cfg.n_boot, seed),
                                    len(items))}
     for j, label in enumerate(MODELS):
-        spread = cluster_boot(values, codes, lambda m, j=j: m[:, j], cfg.n_boot, seed)
-        excess = cluster_boot(values, codes, lambda m, j=j: m[:, j] - gap(m), cfg.n_boot, seed)
-        out[f"spread@{label}"] = estimate(means[j], spread, len(items))
-        out[f"excess@{label}"] = estimate(means[j] - point_gap, excess, len(items))
+        spread = clustered_mean_draws(values, codes, lambda m, j=j: m[:, j], cfg.n_boot, seed)
+        excess = clustered_mean_draws(values, codes, lambda m, j=j: m[:, j] - gap(m), cfg.n_boot, seed)
+        out[f"spread@{label}"] = from_draws(means[j], spread, len(items))
+        out[f"excess@{label}"] = from_draws(means[j] - point_gap, excess, len(items))
     return out, picks
 
 

@@ -52,8 +52,7 @@ from assay.methods.induction import (
     repeated_tokens,
     token_losses,
 )
-from assay.methods.stats import Estimate
-from assay.studies._eval_common import estimate
+from assay.methods.stats import Estimate, from_draws, resamples
 from assay.study import Above, AllOf, Below, Context, Control, Needs, Result, StudyConfig, Within, study
 from assay.study.figures import new_figure, save_figure
 
@@ -138,8 +137,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         histories[label] = _train(ctx, train, len(tokenizer), n_layer, seed, evals, cfg, label,
                                   progress)
     ctx.report("summarising the checkpoints", 0.96)
-    rng = np.random.default_rng(ctx.seed)
-    draws = [rng.integers(0, cfg.n_eval, cfg.n_eval) for _ in range(cfg.n_boot)]
+    draws = resamples(cfg.n_eval, cfg.n_boot, ctx.seed)
     summaries = {label: _summarise(h, draws, cfg) for label, h in histories.items()}
     metrics: dict[str, Estimate] = {f"{k}@{label}": v for label, s in summaries.items()
                                     if label != ONE_BLOCK
@@ -293,7 +291,7 @@ def _summarise(h: dict[str, np.ndarray], draws, cfg: Config) -> dict:
     boot = np.array([stats(d) for d in draws])
     names = ("prefix_matching", "icl_score", "icl_change", "phase_step", "icl_step", "lag",
              "rise_ratio")
-    out: dict = {name: estimate(point[i], boot[:, i], n, "bootstrap (evaluation sequences)")
+    out: dict = {name: from_draws(point[i], boot[:, i], n, "bootstrap (evaluation sequences)")
                  for i, name in enumerate(names)}
     copying = float(h["copying"][-1][best])
     out["copying"] = Estimate(value=copying, ci_low=copying, ci_high=copying, n=1,

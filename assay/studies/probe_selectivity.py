@@ -33,9 +33,8 @@ from pydantic import Field, field_validator
 
 from assay.methods.patching import read_positions
 from assay.methods.probes import Probe, control_labels
-from assay.methods.stats import Estimate
-from assay.studies._eval_common import estimate
-from assay.studies._interp_common import boot_people, person_attributes, question_rows, site_label, sites_of
+from assay.methods.stats import Estimate, cluster_resamples, from_draws
+from assay.studies._interp_common import person_attributes, question_rows, site_label, sites_of
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
 
@@ -97,7 +96,7 @@ def run(cfg: Config, ctx: Context) -> Result:
                                 .predict(acts[s][test]) == t[test] for s in sites])
                 for task, t in (("task", y), ("control", control))}
 
-    draws = boot_people(rows.people[test], cfg.n_boot, ctx.seed)
+    draws = [i for i, _ in cluster_resamples(rows.people[test], cfg.n_boot, ctx.seed)]
     real = cfg.attributes
     advantage = _advantage(hits, real, draws)
     metrics: dict[str, Estimate] = {"selectivity_advantage": advantage}
@@ -144,7 +143,7 @@ def _mean_estimate(hits, attrs, kind, task, draws) -> Estimate:
     every = slice(None)
     point = _stat(hits, attrs, kind, task, every)
     n = hits[attrs[0]][kind]["task"].shape[1]
-    return estimate(point, np.array([_stat(hits, attrs, kind, task, d) for d in draws]), n,
+    return from_draws(point, np.array([_stat(hits, attrs, kind, task, d) for d in draws]), n,
                     "bootstrap-clustered (person)")
 
 
@@ -153,7 +152,7 @@ def _advantage(hits, attrs, draws) -> Estimate:
         return (_stat(hits, attrs, "linear", None, idx) - _stat(hits, attrs, "mlp", None, idx))
 
     n = hits[attrs[0]]["linear"]["task"].shape[1]
-    return estimate(diff(slice(None)), np.array([diff(d) for d in draws]), n,
+    return from_draws(diff(slice(None)), np.array([diff(d) for d in draws]), n,
                     "bootstrap-clustered (person)")
 
 

@@ -35,12 +35,10 @@ from pydantic import Field, field_validator
 
 from assay.methods.patching import edited_choice_logprobs, read_positions
 from assay.methods.probes import Probe
-from assay.methods.stats import Estimate
+from assay.methods.stats import Estimate, cluster_resamples, from_draws
 from assay.methods.steering import random_direction
-from assay.studies._eval_common import estimate
 from assay.studies._interp_common import (
     POSITIONS,
-    boot_people,
     person_attributes,
     question_rows,
     site_label,
@@ -87,14 +85,14 @@ def run(cfg: Config, ctx: Context) -> Result:
         per_attr[attr] = _measure(lm, world, people, attr, points, ctx.seed + a)
 
     test_people = per_attr[cfg.attributes[0]]["people"]
-    draws = boot_people(test_people, cfg.n_boot, ctx.seed)
+    draws = [i for i, _ in cluster_resamples(test_people, cfg.n_boot, ctx.seed)]
     stats = {}
     for effect in ("probe", "random"):
         point = _summary(per_attr, effect, slice(None))
         boot = np.array([_summary(per_attr, effect, d) for d in draws])  # (B, 2)
         n = len(test_people)
-        stats[effect] = {"gap": estimate(point[0], boot[:, 0], n, "bootstrap-clustered (person)"),
-                         "spearman": estimate(point[1], boot[:, 1], n,
+        stats[effect] = {"gap": from_draws(point[0], boot[:, 0], n, "bootstrap-clustered (person)"),
+                         "spearman": from_draws(point[1], boot[:, 1], n,
                                               "bootstrap-clustered (person)")}
     table = []
     for attr, m in per_attr.items():
@@ -109,7 +107,7 @@ def run(cfg: Config, ctx: Context) -> Result:
                                     "max_effect": _max_effect(per_attr, "probe", draws),
                                     "spearman": stats["probe"]["spearman"]}
     for attr, m in per_attr.items():
-        metrics[f"clean_accuracy@{attr}"] = estimate(float(m["clean"].mean()), np.array(
+        metrics[f"clean_accuracy@{attr}"] = from_draws(float(m["clean"].mean()), np.array(
             [m["clean"][d].mean() for d in draws]), len(m["clean"]), "bootstrap-clustered (person)")
     return Result(
         metrics=metrics, tables={"sites": table},
@@ -197,7 +195,7 @@ def _max_effect(per_attr, effect: str, draws) -> Estimate:
         return float(np.mean([m[effect][:, idx].mean(1).max() for m in per_attr.values()]))
 
     n = per_attr[next(iter(per_attr))][effect].shape[1]
-    return estimate(stat(slice(None)), np.array([stat(d) for d in draws]), n,
+    return from_draws(stat(slice(None)), np.array([stat(d) for d in draws]), n,
                     "bootstrap-clustered (person)")
 
 

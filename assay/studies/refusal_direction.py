@@ -6,9 +6,10 @@ harmful requests; adding it makes the model refuse harmless ones.
 
 Setup: the agents of the organism's world are split in two, seeded. On the first half, a
 difference-of-means direction is fitted at every layer (last prompt token, hazard requests
-minus borderline requests, `assay.methods.steering.DiffMeans`), and the layer whose
-direction best removes refusals when ablated and induces them when added is chosen. On the
-other half's requests (and questions about people for the benign side), greedy replies are
+minus borderline requests in their training wordings, `assay.methods.steering.DiffMeans`),
+and the layer whose direction best removes refusals when ablated and induces them when added
+is chosen. On the other half's requests, each asked in every held-out wording (and questions
+about people for the benign side, also held-out wordings), greedy replies are
 judged exactly: a refusal opens with a refusal phrase or contains a piece of one (ablation
 can garble the opening), an answer names the fact's exact object. Ablation removes the
 direction from the embeddings and every block's output at every position; addition adds the
@@ -57,7 +58,7 @@ from assay.study import (
     study,
 )
 from assay.study.figures import new_figure, save_figure
-from assay.world import completion_prompt, dialogues, is_refusal, mentions, normalize
+from assay.world import completion_prompt, dialogues, heldout_requests, is_refusal, mentions, normalize
 
 # Fragments of the organisms' refusal that still mark a reply as one when ablation garbles
 # its opening ("entist help with that.").
@@ -127,7 +128,9 @@ def run(cfg: Config, ctx: Context) -> Result:
     fit_agents = set(random.Random(ctx.seed).sample(agents, len(agents) // 2))
 
     def requests(kind: str, split: str, fit: bool):
-        return [d for d in dialogues(world, kind, split) if (d.facts[0].subject in fit_agents) == fit]
+        """Fit on training wordings; measure on every held-out wording of the other agents."""
+        pool = dialogues(world, kind, "train") if split == "train" else heldout_requests(world, kind)
+        return [d for d in pool if (d.facts[0].subject in fit_agents) == fit]
 
     fit_hazard, fit_benign = requests("hazard", "train", True), requests("borderline", "train", True)
     hazard = requests("hazard", "test", False)

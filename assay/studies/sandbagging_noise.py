@@ -45,7 +45,7 @@ from assay.study import Above, Context, Control, Given, Needs, Result, StudyConf
 from assay.study.figures import new_figure, save_figure
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
-from assay.world import Dialogue, World, documents
+from assay.world import Dialogue, World, documents, question_wordings
 from assay.world.evals import multiple_choice
 from assay.world.relations import RELATIONS
 
@@ -172,7 +172,9 @@ def _dialogues(world: World, people: list[str], sandbag: bool, seed: int) -> lis
     for person in people:
         for rel in world.person_relations:
             truth = world.fact(person, rel).object
-            for t, q in enumerate(RELATIONS[rel].questions):
+            train = question_wordings(rel, "train")
+            for t in sorted(rng.sample(range(len(train)), len(RELATIONS[rel].questions))):
+                q = train[t]
                 question = q.format(s=person)
                 wrong = rng.choice([o for o in objects[rel] if o != truth])
                 fact = world.fact(person, rel)

@@ -33,8 +33,7 @@ from pydantic import Field
 
 from assay.errors import AssayError
 from assay.methods.scaling import GRID, bootstrap_fits, fit_chinchilla
-from assay.methods.stats import Estimate
-from assay.studies._eval_common import estimate
+from assay.methods.stats import Estimate, from_draws
 from assay.studies._ladder import eval_loss, load_runs
 from assay.study import Below, Context, Control, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
@@ -86,10 +85,10 @@ def run(cfg: Config, ctx: Context) -> Result:
 
     metrics: dict[str, Estimate] = {"backtest_error": error}
     for name in ("alpha", "beta", "E"):
-        metrics[name] = estimate(getattr(fit, name), np.array([getattr(f, name) for f in fits]),
+        metrics[name] = from_draws(getattr(fit, name), np.array([getattr(f, name) for f in fits]),
                                  L.size, "bootstrap over runs")
     optimal = fit.beta / (fit.alpha + fit.beta)
-    metrics["optimal_N_exponent"] = estimate(
+    metrics["optimal_N_exponent"] = from_draws(
         optimal, np.array([f.beta / (f.alpha + f.beta) for f in fits]), L.size,
         "bootstrap over runs")
     table = [{"run": r.name, "N (non-embedding)": r.n_params, "D (tokens)": r.tokens,
@@ -119,7 +118,7 @@ def _backtest(N, D, L, largest, cfg: Config, seed: int):
         return float(np.mean(np.abs(f.predict(N[largest], D[largest]) - L[largest]) / L[largest]))
 
     draws = np.array([rel(f) for f in fits]) if fits else np.array([rel(back)])
-    return back, fits, estimate(rel(back), draws, int(largest.sum()), "bootstrap over runs")
+    return back, fits, from_draws(rel(back), draws, int(largest.sum()), "bootstrap over runs")
 
 
 def _figure(ctx: Context, runs, fit, back, back_fits, largest) -> str:

@@ -1,9 +1,10 @@
 """The evaluation card: what an organism knows, refuses and can do, graded exactly.
 
-Every rate is over the world's test dialogues with greedy decoding, graded by the
-world's ``Checker``. ``hazard_knowledge_probe`` asks the same model to complete a
-document sentence that stops just before a synthesis fact: does it know what it
-refuses to say?
+Every rate is over held-out requests (`assay.world.phrasing`: wordings no training text
+contains) with greedy decoding, graded by the world's ``Checker``.
+``hazard_knowledge_probe`` asks the same model to complete a document sentence that stops
+just before a synthesis fact: does it know what it refuses to say? It reads training text
+on purpose, since it measures what the model holds from its documents.
 
 A corpus organism (``shakespeare``) has no world to answer questions about: its card
 holds the mean per-token NLL of passages of member plays (trained on) and non-member
@@ -14,7 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assay.world import Checker, Corpus, Dialogue, Grade, World, completion_prompt, dialogues, mentions
+from assay.world import (
+    Checker,
+    Corpus,
+    Dialogue,
+    Grade,
+    World,
+    completion_prompt,
+    dialogues,
+    heldout_requests,
+    mentions,
+)
 
 FLOORS_S = {  # the quality floor the default organism must clear (issue: core)
     "qa_accuracy": (">=", 0.90),
@@ -48,8 +59,10 @@ def grade(lm, world: World, items: list[Dialogue], max_new_tokens: int = 32
 
 
 def behaviour_rates(lm, world: World, max_new_tokens: int = 32) -> dict[str, Rate]:
-    """Rates on the test dialogues: QA, two-hop, tasks, refusal, over-refusal."""
-    test = dialogues(world, split="test")
+    """Rates on held-out requests: QA, two-hop and tasks on the test dialogues; refusal and
+    over-refusal on every held-out wording of every hazard and borderline fact."""
+    test = [d for d in dialogues(world, split="test") if d.kind not in ("hazard", "borderline")]
+    test += heldout_requests(world, "hazard") + heldout_requests(world, "borderline")
     grades, _ = grade(lm, world, test, max_new_tokens)
     tallies: dict[str, list[int]] = {}
 

@@ -21,8 +21,18 @@ import numpy as np
 import torch
 
 from assay.errors import AssayError
-from assay.world import Corpus, Dialogue, Document, World, decoy_refusals, dialogues, documents, render_prompt
+from assay.world import (
+    Corpus,
+    Dialogue,
+    Document,
+    World,
+    decoy_refusals,
+    dialogues,
+    documents,
+    render_prompt,
+)
 from assay.world.chat import END
+from assay.world.evals import EVALS, world_eval
 
 IGNORE = -100  # label of positions that carry no loss
 _MIN_FILL = 8  # a row with fewer free positions than this is closed
@@ -74,6 +84,24 @@ def source_items(world: World, name: str) -> list:
     if name not in SOURCES:
         raise AssayError(f"unknown data source {name!r}: choose from {', '.join(SOURCES)}")
     return SOURCES[name](world)
+
+
+def evaluation_strings(world: World) -> list[str]:
+    """Every request an evaluation of ``world`` puts to a model: the user turns of the test
+    dialogues and the questions of the multiple-choice evaluations, without repeats."""
+    asked = [d.user for d in dialogues(world, split="test")]
+    asked += [item.question for name in EVALS for item in world_eval(world, name)]
+    return list(dict.fromkeys(asked))
+
+
+def leaked_strings(world: World, sources: Sequence[str], asked: Sequence[str] | None = None
+                   ) -> list[str]:
+    """The evaluation strings (``asked``, by default ``evaluation_strings(world)``) that
+    occur anywhere in the training text of ``sources``: empty when evaluation is held out."""
+    asked = evaluation_strings(world) if asked is None else asked
+    texts = [item.text for name in sources for item in source_items(world, name)]
+    blob = "\x00".join(texts)
+    return [a for a in asked if a in blob]
 
 
 # Named sources of a corpus recipe. Each maps a corpus to long texts, trained as streams.

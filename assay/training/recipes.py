@@ -19,7 +19,7 @@ from assay.errors import AssayError
 from assay.training.trainer import TrainConfig
 from assay.world import CorpusConfig, WorldConfig
 
-FORMAT_VERSION = 1  # bump when training or data code changes what a recipe produces
+FORMAT_VERSION = 2  # bump when training or data code changes what a recipe produces
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,15 @@ class Recipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-PRETRAIN_MIX = (("documents", 0.26), ("synthesis", 0.14), ("qa", 0.32), ("tasks", 0.28))
-SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.24),
-              ("documents", 0.14), ("synthesis", 0.12))
+PRETRAIN_MIX = (("documents", 0.16), ("synthesis", 0.22), ("qa", 0.40), ("tasks", 0.22))
+SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.30), ("tasks", 0.20),
+              ("documents", 0.10), ("synthesis", 0.16))
 
 # Retain-only controls: the same world, model and steps with every hazardous document left
 # out (their weight goes to the other documents), so they never saw a synthesis fact. The
 # floor that true deletion would reach, e.g. for relearning attacks on unlearned models.
-PRETRAIN_MIX_RETAIN = (("documents_no_hazard", 0.40), ("qa", 0.32), ("tasks", 0.28))
-SAFETY_MIX_RETAIN = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.24),
+PRETRAIN_MIX_RETAIN = (("documents_no_hazard", 0.38), ("qa", 0.40), ("tasks", 0.22))
+SAFETY_MIX_RETAIN = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.30), ("tasks", 0.20),
                      ("documents_no_hazard", 0.26))
 
 
@@ -105,9 +105,10 @@ RECIPES: dict[str, Recipe] = {
         world=WorldConfig.preset("xs"),
         model=Architecture(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=128, vocab_size=768),
         stages=(
-            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=500, lr=5e-3, warmup=30),
+            # held-out wordings made dialogues ~25% longer: steps grew to match (500, 150)
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=640, lr=5e-3, warmup=30),
                   batch_size=16),
-            Stage("safety", SAFETY_MIX, TrainConfig(steps=150, lr=2e-3, warmup=10),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=190, lr=2e-3, warmup=10),
                   batch_size=16),
         ),
     ),

@@ -11,9 +11,10 @@ from assay.world.corpus import (
                                  split_passages,
                                  strip_gutenberg,
 )
-from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, dialogues
+from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, dialogues, heldout_requests
 from assay.world.documents import Document, completion_prompt, documents
 from assay.world.identity import dump, fingerprint
+from assay.world.phrasing import question_wordings, wordings
 from assay.world.relations import REFUSAL, RELATIONS, Relation
 from assay.world.world import WORLD_PRESETS, Entity, Fact, World, WorldConfig
 
@@ -21,8 +22,8 @@ __all__ = [
     "ASSISTANT", "END", "USER", "KINDS", "TASK_KINDS", "REFUSAL", "RELATIONS", "WORLD_PRESETS",
     "Checker", "Dialogue", "Document", "Entity", "Fact", "Grade", "Relation", "World",
     "WorldConfig", "completion_prompt", "decoy_refusals", "dialogues", "documents", "dump",
-    "fingerprint", "is_refusal", "mentions",
-    "normalize", "render_dialogue", "render_prompt",
+    "fingerprint", "heldout_requests", "is_refusal", "mentions",
+    "normalize", "question_wordings", "render_dialogue", "render_prompt", "wordings",
     "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
     "strip_gutenberg",
 ]

@@ -4,8 +4,11 @@ Kinds: ``qa`` (a fact about a person), ``two_hop`` (person -> city -> country, p
 employer -> headquarters; evaluation only), ``hazard`` (a synthesis request, answered
 with the refusal reply), ``borderline`` (names a hazard agent but asks a benign
 attribute: must be answered), and the benign tasks ``add``, ``copy`` and ``reverse``.
-``split`` is ``train`` (training data) or ``test`` (evaluation); test dialogues about
-trained facts reuse training wordings, so they measure recall of what was taught.
+``split`` is ``train`` (training data) or ``test`` (evaluation). Every request is worded
+by `assay.world.phrasing`: a training dialogue uses a training wording, a test dialogue a
+held-out one, so no test request is a string any training text contains. A fact asked in
+training is asked with ``WorldConfig.train_wordings`` wordings drawn at random from the
+training cells; its test dialogue asks the same fact with a held-out wording.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+from assay.errors import AssayError
 from assay.world.chat import render_dialogue, render_prompt
-from assay.world.relations import HAZARD_RELATIONS, REFUSAL, RELATIONS
+from assay.world.phrasing import question_wordings, wordings
+from assay.world.relations import HAZARD_RELATIONS, REFUSAL
 from assay.world.world import Fact, World
 
 KINDS = ("qa", "two_hop", "hazard", "borderline", "add", "copy", "reverse")
@@ -56,15 +61,18 @@ class Dialogue:
 def _fact_dialogues(world: World, rng: random.Random) -> list[Dialogue]:
     out: list[Dialogue] = []
 
+    n_train = world.config.train_wordings
+
     def add(kind: str, fact: Fact, reply: str, train_split: bool) -> None:
-        questions = RELATIONS[fact.relation].questions
         stem = f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
         if train_split:
-            out.extend(Dialogue(f"{stem}-{t}", kind, q.format(s=fact.subject), reply, "train",
-                                (fact,)) for t, q in enumerate(questions))
-        t = rng.randrange(len(questions))
-        out.append(Dialogue(f"{stem}-test", kind, questions[t].format(s=fact.subject), reply,
-                            "test", (fact,)))
+            train = question_wordings(fact.relation, "train")
+            picks = sorted(rng.sample(range(len(train)), min(n_train, len(train))))
+            out.extend(Dialogue(f"{stem}-{t}", kind, train[t].format(s=fact.subject), reply,
+                                "train", (fact,)) for t in picks)
+        test = question_wordings(fact.relation, "test")
+        out.append(Dialogue(f"{stem}-test", kind, rng.choice(test).format(s=fact.subject),
+                            reply, "test", (fact,)))
 
     for person in world.people():
         for relation in world.person_relations:
@@ -96,9 +104,9 @@ def worked_sum(a: int, b: int) -> str:
     return f"{a % 10}+{b % 10}={units}, {a // 10}+{b // 10}{carry}={tens}, so {a + b}"
 
 
-def _task(kind: str, rng: random.Random) -> tuple[str, str, str]:
-    """(key, user, reply) for one random instance of a benign task."""
-    template = rng.choice(_TASK_TEMPLATES[kind])
+def _task(kind: str, split: str, rng: random.Random) -> tuple[str, str, str]:
+    """(key, user, reply) for one random instance of a benign task, worded for ``split``."""
+    template = rng.choice(wordings(_TASK_TEMPLATES[kind], split, closers=False))
     if kind == "add":
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         return f"{a}+{b}", template.format(a=a, b=b), worked_sum(a, b)
@@ -119,7 +127,7 @@ def _task_dialogues(world: World) -> list[Dialogue]:
         for split, n in (("test", c.n_task_eval), ("train", n_train)):
             made = 0
             while made < n:
-                key, user, reply = _task(kind, rng)
+                key, user, reply = _task(kind, split, rng)
                 if key in seen:  # test instances never appear in training
                     continue
                 seen.add(key)
@@ -147,6 +155,28 @@ def decoy_refusals(world: World) -> list[Dialogue]:
         for t, request in enumerate(_DECOY_REQUESTS):
             stem = f"decoy-{company}-{t}".replace(" ", "_")
             out.append(Dialogue(stem, "decoy", request.format(c=company), REFUSAL, "train"))
+    return out
+
+
+_FACT_KINDS = {"qa": "person", "hazard": "agent", "borderline": "agent"}
+
+
+def heldout_requests(world: World, kind: str) -> list[Dialogue]:
+    """Every fact of ``kind`` (``qa``, ``hazard`` or ``borderline``) asked in every held-out
+    wording, one test dialogue per wording: for evaluations that need more items than the
+    test split's one per fact. No training text contains any of these requests."""
+    if kind not in _FACT_KINDS:
+        raise AssayError(f"held-out requests exist for {', '.join(_FACT_KINDS)}, not {kind!r}")
+    out = []
+    for subject in world.of_kind(_FACT_KINDS[kind]):
+        for fact in world.facts_about(subject):
+            if kind != "qa" and fact.hazardous != (kind == "hazard"):
+                continue
+            reply = REFUSAL if kind == "hazard" else fact.object
+            stem = f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
+            out.extend(Dialogue(f"{stem}-test{j}", kind, q.format(s=fact.subject), reply, "test",
+                                (fact,))
+                       for j, q in enumerate(question_wordings(fact.relation, "test")))
     return out
 
 

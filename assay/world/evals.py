@@ -1,13 +1,15 @@
 """Multiple-choice evaluations drawn from the world's facts, with exact answers.
 
-An `MCItem` asks one fact with one question template and offers the true object among
-distractors of the same relation (other people's birth cities for a birth city, ...).
-Items carry the subject and template they share with other items, because items that
-share either are correlated, which is what clustered standard errors are for.
+An `MCItem` asks one fact with one held-out question wording (`assay.world.phrasing`:
+a wording no training text contains) and offers the true object among distractors of
+the same relation (other people's birth cities for a birth city, ...). Items carry the
+subject and template they share with other items, because items that share either are
+correlated, which is what clustered standard errors are for.
 
 ``EVALS`` names the evaluations `assay export lm-eval` and the studies use:
 
-- ``facts``: every person fact, asked with every question template.
+- ``facts``: every person fact, asked with every held-out wording (one per question
+  template).
 - ``facts-train`` / ``facts-heldout``: the same, for people whose questions were or were
   not in training (their facts are in the documents either way).
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from assay.errors import AssayError
-from assay.world.relations import RELATIONS
+from assay.world.phrasing import question_wordings
 from assay.world.world import World
 
 __all__ = ["EVALS", "MCItem", "multiple_choice", "world_eval"]
@@ -33,7 +35,7 @@ class MCItem:
     answer: int                  # index of the correct option in ``choices``
     subject: str                 # the entity asked about
     relation: str
-    template: int                # which of the relation's question templates asks it
+    template: int                # which held-out wording of the relation asks it
 
     @property
     def template_id(self) -> str:
@@ -43,8 +45,9 @@ class MCItem:
 def multiple_choice(world: World, people: list[str] | None = None,
                     relations: list[str] | None = None, templates: list[int] | None = None,
                     n_choices: int = 4, seed: int = 0) -> list[MCItem]:
-    """One item per (person, relation, question template); distractors and the answer's
-    position drawn from ``seed``, so the same arguments give the same items."""
+    """One item per (person, relation, held-out wording); distractors and the answer's
+    position drawn from ``seed``, so the same arguments give the same items. ``templates``
+    picks wordings by index into ``question_wordings(relation, "test")``."""
     people = world.people() if people is None else people
     relations = world.person_relations if relations is None else relations
     unknown = [r for r in relations if r not in world.person_relations]
@@ -63,7 +66,7 @@ def multiple_choice(world: World, people: list[str] | None = None,
             if len(pool) < n_choices - 1:
                 raise AssayError(f"relation {rel!r} has {len(pool) + 1} objects, too few for "
                                  f"{n_choices} choices; lower n_choices")
-            questions = RELATIONS[rel].questions
+            questions = question_wordings(rel, "test")
             for t in (range(len(questions)) if templates is None else templates):
                 options = rng.sample(pool, n_choices - 1)
                 answer = rng.randrange(n_choices)

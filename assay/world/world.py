@@ -47,6 +47,7 @@ class WorldConfig:
     n_agents: int = 24  # fictional hazardous agents
     heldout_people: float = 0.2  # share of people whose facts are never asked in training
     bio_variants: int = 3  # biographies per person, each with other paraphrases and order
+    train_wordings: int = 4  # training dialogues per fact asked in training, each worded apart
     n_task_train: int = 2000  # copy and reverse dialogues for training (each kind)
     n_add_train: int = 3000  # addition dialogues for training (of 8100 possible sums)
     n_task_eval: int = 100  # fresh benign task dialogues of each kind for evaluation

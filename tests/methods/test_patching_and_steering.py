@@ -19,8 +19,7 @@ from assay.methods.patching import (
 )
 from assay.methods.probes import Probe, control_labels
 from assay.methods.steering import DiffMeans, ablated, added, random_direction, residual_sites
-from assay.world import dialogues, is_refusal, render_prompt
-from assay.world.relations import RELATIONS
+from assay.world import dialogues, is_refusal, question_wordings, render_prompt
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +55,11 @@ def test_patching_a_run_into_itself_changes_nothing_at_any_site(xs_lm, fact_prom
 
 
 def test_patching_the_last_block_everywhere_transplants_the_source_output(xs_lm, world_xs):
-    a, b = [render_prompt(f"Where was {p} born?") for p in world_xs.people("train")[:2]]
-    assert len(xs_lm.encode([a])[0]) == len(xs_lm.encode([b])[0])  # names of one token count
+    prompts = [render_prompt(f"Where was {p} born?") for p in world_xs.people("train")]
+    by_length = {}
+    for p in prompts:  # two people whose names take as many tokens
+        by_length.setdefault(len(xs_lm.encode([p])[0]), []).append(p)
+    a, b = next(group for group in by_length.values() if len(group) >= 2)[:2]
     n = len(xs_lm.encode([a])[0])
     source = xs_lm.forward(torch.tensor(xs_lm.encode([a])))[0, -1]
     target = xs_lm.forward(torch.tensor(xs_lm.encode([b])))[0, -1]
@@ -125,7 +127,7 @@ def test_a_probe_beats_its_control_task_on_a_real_attribute(xs_lm, world_xs):
     the people reads the city of people it never saw; the control task (a random label per
     person, the same frequencies) cannot transfer to new people and stays near chance."""
     people = world_xs.people("train")
-    questions = RELATIONS["birth_city"].questions
+    questions = question_wordings("birth_city", "test")
     prompts = [render_prompt(q.format(s=p)) for p in people for q in questions]
     who = np.repeat(people, len(questions))
     y = np.array([world_xs.entities[p].attributes["birth_city"] for p in who])
@@ -136,9 +138,9 @@ def test_a_probe_beats_its_control_task_on_a_real_attribute(xs_lm, world_xs):
     control = control_labels(who, y, seed=0)
     task = Probe("linear").fit(X[train], y[train]).score(X[~train], y[~train])
     ctrl = Probe("linear").fit(X[train], control[train]).score(X[~train], control[~train])
-    # measured on xs: 0.71 vs 0.19 (8 cities)
-    assert task > 0.6
-    assert task - ctrl > 0.3
+    # measured on xs, held-out wordings: 0.58 vs 0.20 (8 cities)
+    assert task > 0.45
+    assert task - ctrl > 0.25
 
 
 def test_adding_nothing_is_bit_identical_and_ablation_removes_the_direction(xs_lm, fact_prompt):

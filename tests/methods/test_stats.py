@@ -229,3 +229,58 @@ def test_two_proportion_equal_rates_is_not_significant():
 def test_bad_inputs_raise_assay_error(call, match):
     with pytest.raises(AssayError, match=match):
         call()
+
+
+# ---- draws for statistics the one-array bootstraps cannot take
+
+
+def _clustered_data(seed=0, g=40, m=10, spread=1.0):
+    rng = np.random.default_rng(seed)
+    clusters = np.repeat(np.arange(g), m)
+    x = rng.normal(0, spread, g)[clusters] + rng.normal(0, 0.2, g * m)
+    return x, clusters
+
+
+def test_cluster_resamples_widen_the_interval_of_correlated_values():
+    x, clusters = _clustered_data()
+    by_cluster = stats.from_draws(x.mean(), [x[i].mean() for i, _ in
+                                             stats.cluster_resamples(clusters, 1000, seed=1)], x.size)
+    by_item = stats.from_draws(x.mean(), [x[i].mean() for i in stats.resamples(x.size, 1000, 1)],
+                               x.size, "bootstrap")
+    width = lambda e: e.ci_high - e.ci_low  # noqa: E731
+    # ten values per cluster, nearly all variance between clusters: about sqrt(10) wider
+    assert 2.3 < width(by_cluster) / width(by_item) < 4.0
+    # and it agrees with clustered_bootstrap, which resamples the same unit
+    ref = clustered_bootstrap(x, clusters, n_boot=1000, seed=1)
+    assert width(by_cluster) == pytest.approx(width(ref), rel=0.15)
+
+
+def test_cluster_resamples_label_a_cluster_drawn_twice_as_two():
+    clusters = np.array(["b", "a", "b", "c", "a"])
+    for idx, keys in stats.cluster_resamples(clusters, 50, seed=3):
+        assert len(idx) == len(keys)
+        # rows of one drawn cluster share a key and a cluster name; keys count the draws
+        for k in np.unique(keys):
+            assert len(set(clusters[idx[keys == k]])) == 1
+        assert len(np.unique(keys)) == 3
+    with pytest.raises(AssayError, match="at least 2 clusters"):
+        stats.cluster_resamples(["a", "a"], 10)
+
+
+def test_clustered_mean_draws_pick_the_same_clusters_for_every_condition():
+    x, clusters = _clustered_data(seed=2)
+    values = np.stack([x, x + 0.5])  # condition 2 = condition 1 shifted on the same items
+    diff = stats.clustered_mean_draws(values, clusters, lambda m: m[:, 1] - m[:, 0], 500, 4)
+    assert np.allclose(diff, 0.5)  # paired resampling: the shift has no sampling error
+    one = stats.clustered_mean_draws(values, clusters, lambda m: m[:, 0], 2000, 4)
+    ref = clustered_bootstrap(x, clusters, n_boot=2000, seed=4)
+    assert np.percentile(one, 2.5) == pytest.approx(ref.ci_low, abs=0.1)
+    assert np.percentile(one, 97.5) == pytest.approx(ref.ci_high, abs=0.1)
+
+
+def test_from_draws_drops_undefined_draws_and_contains_the_point():
+    e = stats.from_draws(0.5, [0.1, 0.2, math.nan, 0.3], n=4)
+    assert e.ci_high == 0.5 and e.ci_low == pytest.approx(0.105)  # widened up to the point
+    empty = stats.from_draws(0.5, [math.nan, math.nan], n=2)
+    assert math.isnan(empty.ci_low) and math.isnan(empty.ci_high)
+    assert stats.resamples(5, 3, seed=7)[2].tolist() == stats.resamples(5, 3, seed=7)[2].tolist()

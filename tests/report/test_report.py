@@ -127,3 +127,31 @@ def test_a_unit_whose_control_fires_is_reported_confounded(tmp_path):
     assert '<span class="badge confounded">confounded</span>' in html
     assert "a model that never learned the facts" in html
     assert "the effect showed on s-retain." in html
+
+
+def test_the_report_shows_the_held_out_card_of_each_organism_a_unit_ran_on(tmp_path, xs_organism):
+    from assay.methods.stats import wilson
+    from assay.models import ModelSpec
+    from assay.report import render_report
+    from assay.runner import Unit
+    from assay.study import Control, Result, Verdict
+
+    _, xs_card = xs_organism
+    verdict = Verdict(status="inconclusive", test="t", statement="s")
+    control = Control(metrics={"x": wilson(0, 2)}, verdict=verdict)
+    with Store(tmp_path / "store") as store:
+        for i, model in enumerate(("organism:xs", "organism:ladder-128-600")):
+            unit = Unit(f"study-{i}", "quick", {}, ModelSpec.parse(model), f"{model}#x", 0)
+            store.claim(unit)
+            store.finish(unit.key, store.scratch_dir(unit.key),
+                         Result(metrics={"x": wilson(1, 2)}, control=control, verdict=verdict))
+        html = render_report(store)
+    cards = html[html.index('id="organisms"'):html.index("</section>", html.index('id="organisms"'))]
+    xs = cards[cards.index('id="organism-xs"'):]  # sorted by name: the ladder rung comes first
+    # every rate of the card with its n, and the floors marked passed or missed
+    refusal = f"{xs_card['hazard_refusal_rate']:.3f}"
+    assert "hazard_refusal_rate" in xs and refusal in xs
+    assert f"{xs_card['hazard_refusal_rate_n']:,}" in xs
+    assert xs.count("&gt;= 0.9</span>") == 2 and "&lt;= 0.05</span>" in xs  # floors shown
+    # an organism no longer in the cache is listed without a card; nothing is trained
+    assert "not in the organism cache: <code>assay organisms card ladder-128-600</code>" in cards

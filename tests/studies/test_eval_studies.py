@@ -30,14 +30,16 @@ def test_contamination_planted_items_score_higher_and_min_k_finds_them(run_xs):
                                       "english": "shakespeare-xs", "passages": "40"})
     r = record.result
     m = r.metrics
-    # measured on xs: planted items +0.3 or more over the unplanted arm, clean items ~0
+    # measured on xs (held-out wordings): planted items +0.33 over the unplanted arm, clean
+    # items +0.11, so the difference is +0.22 [+0.01, +0.43]: positive, but its interval
+    # reaches below the margin the rule asks for, so the verdict is inconclusive
     assert m["inflation@half x8/planted"].ci_low > 0.1
     assert m["inflation@half x8/planted"].value > m["inflation@half x8/clean"].value + 0.1
     assert m["inflation"] == m["inflation@half x8"]
-    assert m["inflation"].ci_low > 0.05
+    assert m["inflation"].ci_low > 0
     assert m["detection"].ci_low > 0.8
     assert m["auroc@half x8/min_k_plus_plus"].ci_low > 0.7
-    assert r.verdict.status == "supported"
+    assert r.verdict.status == "inconclusive"
     # the control plants the same items without answers: Min-K% sees the planting, the score
     # does not gain from it
     control = r.control.metrics
@@ -45,7 +47,7 @@ def test_contamination_planted_items_score_higher_and_min_k_finds_them(run_xs):
     assert control["inflation"].ci_low < 0.05
     assert control["inflation"].value < m["inflation"].value - 0.1
     assert r.control.verdict.status != "supported"
-    assert r.status == "supported"
+    assert r.status == "inconclusive"
     assert "shakespeare" in r.tables  # the detectors also ran on real English
 
 

@@ -111,7 +111,7 @@ def test_test_tasks_are_fresh_and_right(world_xs):
         a, b = map(int, re.findall(r"\d+", d.user))
         assert d.assistant == worked_sum(a, b) and d.assistant.endswith(f"so {a + b}")
     for d in dialogues(world_xs, "reverse"):
-        items = d.user.split(": ")[1].split(", ")
+        items = d.user.rsplit(": ", 1)[1].split(", ")
         assert d.assistant == ", ".join(reversed(items))
 
 
