@@ -1,6 +1,7 @@
 """`ModelSpec`: the one parsed form of a model spec string, and the schemes that load them.
 
-``organism:NAME[@STAGE]`` names an organism recipe (and one of its training stages);
+``organism:NAME[@STAGE]`` names an organism recipe (and one of its training stages); a NAME
+of the form ``RECIPE~K`` is a replicate, the recipe trained with seed K (`assay.training`);
 ``hf:PATH_OR_ID`` a Hugging Face causal LM in a local folder or on a hub. The string is
 parsed once, where it enters (the CLI, `plan`), and the value is carried from there on.
 

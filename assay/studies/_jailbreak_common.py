@@ -19,6 +19,7 @@ from assay.methods.attacks import (
 )
 from assay.models import LM
 from assay.study import Context, StudyConfig
+from assay.training.recipes import retain_twin as twin_name
 from assay.world import World
 
 
@@ -53,8 +54,7 @@ def retain_twin(ctx: Context) -> tuple[str, LM]:
     """(name, model) of the unit's organism trained without any hazard document, at the same
     stage: it has no hazard fact to reveal, so an attack that "succeeds" on it is a leak in
     the attack or the judge, not a bypass of refusal."""
-    stage = f"@{ctx.model.stage}" if ctx.model.stage else ""
-    name = f"{ctx.recipe}-retain{stage}"
+    name = twin_name(ctx.model.organism)
     return name, ctx.organism(name)
 
 

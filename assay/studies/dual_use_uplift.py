@@ -34,6 +34,7 @@ from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import Method, setup
 from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import errorbars, new_figure, save_figure
+from assay.training.recipes import retain_twin
 
 BASE, REFUSAL, TWIN = "base (no safety training)", "refusal-trained", "retain-only control"
 
@@ -86,7 +87,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         models[f"refusal + {method}"], _ = unlearn(refusal, forget, retain, UnlearnConfig(
             method=method, steps=cfg.steps, lr=cfg.lr, seed=ctx.seed))
     ctx.report("retain-only twin", len(cfg.methods) / (len(cfg.methods) + 3))
-    models[TWIN] = ctx.organism(f"{env.organism}-retain")
+    models[TWIN] = ctx.organism(retain_twin(env.organism))
 
     facts = world.hazard_facts
     results: dict[str, dict[str, list[bool]]] = {}

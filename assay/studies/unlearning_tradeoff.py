@@ -40,6 +40,7 @@ from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import Method, difference, setup
 from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import PLANE_TABLE, new_figure, save_figure
+from assay.training.recipes import retain_twin
 
 TWIN = "retain-only control"  # the organism's retain-only twin, in metric names
 
@@ -100,7 +101,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     world, forget, retain = env.world, env.forget, env.retain
     base = ctx.organism(env.organism)
     ctx.report("retain-only twin", 0.0)
-    twin = ctx.organism(f"{env.organism}-retain")
+    twin = ctx.organism(retain_twin(env.organism))
     battery = Battery(world, seed=ctx.seed)
 
     original, floor = battery.run(base), battery.run(twin)

@@ -182,8 +182,33 @@ RECIPES.update({
     for d, (n_layer, n_head, d_ff) in LADDER_SIZES.items() for steps in LADDER_STEPS
 })
 
+REPLICATE = "~"  # NAME~K: recipe NAME trained with seed K, a replicate of the same recipe
+
+
+def retain_twin(name: str) -> str:
+    """The retain-only twin of organism ``name``, replicate and stage kept: ``s`` ->
+    ``s-retain``, ``s~1@pretrain`` -> ``s-retain~1@pretrain``."""
+    base, at, stage = name.partition("@")
+    recipe, sep, seed = base.partition(REPLICATE)
+    return f"{recipe}-retain{sep}{seed}{at}{stage}"
+
+
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise AssayError(f"unknown organism {name!r}: choose one of {', '.join(RECIPES)} "
+    """The recipe called ``name``; ``NAME~K`` is recipe NAME with training seed K (another
+    draw of the same organism: the same world, tokenizer and steps, other initial weights
+    and batch order), cached under its own name. ``NAME~K`` with K the recipe's own seed is
+    the recipe itself."""
+    base, sep, seed = name.partition(REPLICATE)
+    if base not in RECIPES:
+        raise AssayError(f"unknown organism {base!r}: choose one of {', '.join(RECIPES)} "
                          "(assay organisms list)")
-    return RECIPES[name]
+    recipe = RECIPES[base]
+    if not sep:
+        return recipe
+    if not seed.isdigit():
+        raise AssayError(f"bad replicate {name!r}: write NAME{REPLICATE}K with K a training seed "
+                         f"(a whole number), e.g. {base}{REPLICATE}1")
+    if int(seed) == recipe.seed:
+        return recipe
+    return replace(recipe, name=f"{base}{REPLICATE}{int(seed)}", seed=int(seed),
+                   description=f"{recipe.description} (replicate: training seed {int(seed)})")

@@ -134,3 +134,29 @@ def test_unknown_organism_and_stage_are_assay_errors(tiny):
         organisms.organism_path("nope")
     with pytest.raises(AssayError, match="no stage 'later'.*pretrain, safety"):
         organisms.organism_path("tiny@later")
+
+
+def test_a_replicate_is_the_same_recipe_with_another_training_seed():
+    from assay.training.recipes import get_recipe, retain_twin
+
+    s, s1, s2 = RECIPES["s"], get_recipe("s~1"), get_recipe("s~2")
+    assert (s1.name, s1.seed, s2.seed) == ("s~1", 1, 2)
+    assert s1.world == s.world and s1.model == s.model and s1.stages == s.stages
+    assert len({s.hash, s1.hash, s2.hash}) == 3  # cached apart
+    assert get_recipe("s~0") is s  # the recipe's own seed is the recipe itself
+    assert get_recipe("s-retain~1").seed == 1 and get_recipe("s-retain~1").name == "s-retain~1"
+    assert retain_twin("s") == "s-retain" and retain_twin("s~1@pretrain") == "s-retain~1@pretrain"
+    for bad, message in (("s~x", "bad replicate 's~x'"), ("s~", "bad replicate"),
+                         ("zz~1", "unknown organism 'zz'")):
+        with pytest.raises(AssayError, match=message):
+            get_recipe(bad)
+
+
+def test_a_replicate_parses_as_a_model_spec_with_its_stage():
+    from assay.models import ModelSpec
+    from assay.training.organisms import parse_name
+
+    spec = ModelSpec.parse("organism:xs~3@pretrain")
+    assert (spec.name, spec.stage, spec.organism) == ("xs~3", "pretrain", "xs~3@pretrain")
+    recipe, index = parse_name(spec.organism)
+    assert recipe.seed == 3 and recipe.stages[index].name == "pretrain"
