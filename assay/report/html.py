@@ -24,7 +24,7 @@ from assay.models import ModelSpec
 from assay.runner.store import Record, Store
 from assay.study import discover, studies
 from assay.study.figures import PLANE_TABLE, data_uri, new_figure
-from assay.training.card import FLOORS_S
+from assay.training.card import FLOORS_S, meets
 from assay.training.organisms import cached, card
 
 __all__ = ["render_report", "write_report"]
@@ -144,10 +144,10 @@ def _organism_cards(done: list[Record]) -> list[dict[str, Any]]:
         for key, value in sorted(body.items()):
             if key.endswith("_n") or not isinstance(value, float) or key.endswith("seconds"):
                 continue
-            op, bound = FLOORS_S.get(key, (None, None))
-            ok = None if op is None else (value >= bound if op == ">=" else value <= bound)
+            floor = FLOORS_S.get(key)
             rows.append({"key": key, "value": value, "n": body.get(f"{key}_n"),
-                         "floor": f"{op} {bound}" if op else "", "ok": ok})
+                         "floor": " ".join(map(str, floor)) if floor else "",
+                         "ok": floor is not None and meets(value, floor)})
         out.append({"name": name, "rows": rows, "missing": False,
                     "params": body.get("params"), "train_seconds": body.get("train_seconds")})
     return out

@@ -107,6 +107,12 @@ def evaluate(lm, world: World) -> dict[str, float]:
     return out
 
 
+def meets(value: float, floor: tuple[str, float]) -> bool:
+    """Whether ``value`` clears ``floor``, an (operator, bound) pair such as (">=", 0.9)."""
+    op, bound = floor
+    return value >= bound if op == ">=" else value <= bound
+
+
 def floor_failures(card: dict, floors: dict = FLOORS_S) -> list[str]:
     """The floors a card misses, as readable lines (empty when all hold). A rate the card
     lacks (a corpus organism's card has no behaviour rates) misses its floor."""
@@ -115,10 +121,8 @@ def floor_failures(card: dict, floors: dict = FLOORS_S) -> list[str]:
         if key not in card:
             failed.append(f"{key} is not on this card, needs {op} {bound}")
             continue
-        value = card[key]
-        ok = value >= bound if op == ">=" else value <= bound
-        if not ok:
-            failed.append(f"{key} = {value:.3f}, needs {op} {bound}")
+        if not meets(card[key], (op, bound)):
+            failed.append(f"{key} = {card[key]:.3f}, needs {op} {bound}")
     return failed
 
 

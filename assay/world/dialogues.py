@@ -58,13 +58,17 @@ class Dialogue:
         return render_dialogue(self.user, self.assistant)
 
 
+def _stem(kind: str, fact: Fact) -> str:
+    """The id prefix of every dialogue of ``kind`` that asks ``fact``."""
+    return f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
+
+
 def _fact_dialogues(world: World, rng: random.Random) -> list[Dialogue]:
     out: list[Dialogue] = []
-
     n_train = world.config.train_wordings
 
     def add(kind: str, fact: Fact, reply: str, train_split: bool) -> None:
-        stem = f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
+        stem = _stem(kind, fact)
         if train_split:
             train = question_wordings(fact.relation, "train")
             picks = sorted(rng.sample(range(len(train)), min(n_train, len(train))))
@@ -173,7 +177,7 @@ def heldout_requests(world: World, kind: str) -> list[Dialogue]:
             if kind != "qa" and fact.hazardous != (kind == "hazard"):
                 continue
             reply = REFUSAL if kind == "hazard" else fact.object
-            stem = f"{kind}-{fact.subject}-{fact.relation}".replace(" ", "_")
+            stem = _stem(kind, fact)
             out.extend(Dialogue(f"{stem}-test{j}", kind, q.format(s=fact.subject), reply, "test",
                                 (fact,))
                        for j, q in enumerate(question_wordings(fact.relation, "test")))
