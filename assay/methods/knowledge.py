@@ -28,7 +28,7 @@ from assay.world import Fact, World, completion_prompt, dialogues, documents, me
 from assay.world.relations import RELATIONS
 
 __all__ = [
-    "Battery", "LatentProbe", "completion_accuracy", "fluency", "object_logprob", "ranking_accuracy",
+    "Battery", "Card", "LatentProbe", "completion_accuracy", "fluency", "object_logprob", "ranking_accuracy",
     "relearn",
     "split_agents",
 ]
@@ -104,6 +104,15 @@ def relearn(lm, world: World, agents: Sequence[str], steps: int = 30, lr: float 
     return out
 
 
+class Card(dict):
+    """A battery's readings {metric: Estimate}, with ``hits``: per item, for the rates two
+    models can be compared on item by item, (hits, each item's cluster: its subject)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hits: dict[str, tuple[list[bool], list[str]]] = {}
+
+
 @dataclass
 class Battery:
     """``Battery(world).run(lm)`` -> {metric: Estimate} for one model."""
@@ -128,19 +137,24 @@ class Battery:
         benign = [d.text for d in documents(w) if not d.hazardous and d.kind == "bio"]
         self.fluency_texts = rng.sample(benign, min(self.fluency_n, len(benign)))
 
-    def run(self, lm) -> dict[str, Estimate]:
+    def run(self, lm) -> Card:
         forget, hits = completion_accuracy(lm, self.hazard_facts)
         tested_hits = [h for f, h in zip(self.hazard_facts, hits) if f in self.tested]
         grades, _ = grade(lm, self.world, self.hazard_questions)
         retain, _ = grade(lm, self.world, self.retain)
-        return {
+        card = Card({
             "forget_completion": forget,
             "forget_completion_tested_half": wilson(sum(tested_hits), len(tested_hits)),
             "forget_qa_leak": wilson(sum(g.revealed for g in grades), len(grades)),
             "retain_accuracy": wilson(sum(g.correct for g in retain), len(retain)),
             "fluency_loss": fluency(lm, self.fluency_texts),
             "forget_ranking": ranking_accuracy(lm, self.hazard_facts)[0],
-        }
+        })
+        card.hits["forget_completion"] = (list(hits), [f.subject for f in self.hazard_facts])
+        card.hits["retain_accuracy"] = ([g.correct for g in retain],
+                                        [d.facts[0].subject if d.facts else d.id
+                                         for d in self.retain])
+        return card
 
     def relearned(self, lm, steps: int = 30, lr: float = 1e-3, batch_size: int = 8
                   ) -> tuple[Estimate, list[bool]]:

@@ -30,9 +30,10 @@ from scipy.stats import beta as beta_dist
 from assay.errors import AssayError
 
 __all__ = [
-    "Estimate", "TestResult", "auroc", "bootstrap", "cluster_resamples", "clustered_bootstrap",
-    "clustered_mean_draws", "exact", "from_draws", "paired_bootstrap", "rate", "resamples",
-    "two_proportion_test", "wilson",
+    "Estimate", "TestResult", "auroc", "bootstrap", "cluster_resamples", "clustered_auroc",
+    "clustered_bootstrap", "clustered_mean_draws", "exact", "from_draws", "paired_auroc_gap",
+    "paired_bootstrap", "paired_difference", "rate", "resamples", "two_proportion_test",
+    "wilson",
 ]
 
 Stat = Callable[..., float]
@@ -324,6 +325,93 @@ def auroc(scores: Sequence[float], labels: Sequence[bool], n_boot: int = 2000,
         n = neg[rng.integers(0, neg.size, size=(b, neg.size))]
         boots[start:start + b] = area(p, n)
     return _percentile(value, boots, s.size, "auroc-bootstrap-stratified", level)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], clusters: Sequence[Hashable],
+                      level: float = 0.95, n_boot: int = 4000, seed: int | None = 0) -> Estimate:
+    """mean(a) - mean(b) when item i of ``a`` and of ``b`` is the same item measured two ways
+    (an attacked and a plain request, a model before and after): a bootstrap that draws
+    whole clusters (the agent or person the item is about), the same draw for both, so what
+    the pair shares cancels. The clustered, paired counterpart of McNemar's test. With a
+    single cluster there is nothing to resample: the interval is NaN (read as inconclusive)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise AssayError(f"paired_difference needs one b per a: got {x.size} and {y.size}")
+    _level(level)
+    _, codes = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    if codes.size != x.size:
+        raise AssayError(f"give one cluster per pair: {codes.size} clusters for {x.size} pairs")
+    if codes.max(initial=0) < 1:  # one cluster: nothing to resample, no interval (inconclusive)
+        draws = np.array([])
+    else:
+        draws = clustered_mean_draws(np.stack([x, y]), codes, lambda m: m[:, 0] - m[:, 1],
+                                     n_boot=_n_boot(n_boot), seed=seed)
+    return from_draws(float(x.mean() - y.mean()), draws, x.size, "paired-bootstrap-clustered",
+                      level)
+
+
+def _area(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC of positives over negatives (ties one half), by ranks: O((P + N) log N)."""
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, side="left")
+    upto = np.searchsorted(neg, pos, side="right")
+    return float((below + 0.5 * (upto - below)).mean() / neg.size)
+
+
+def _stratified_cluster_picks(labels: np.ndarray, clusters: Sequence[Hashable], n_boot: int,
+                              seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_boot`` (positive rows, negative rows) resamples: whole clusters drawn with
+    replacement among the positives and, apart, among the negatives."""
+    keys = np.asarray([str(c) for c in clusters])
+    if keys.shape != labels.shape:
+        raise AssayError(f"give one cluster per score: {keys.size} clusters for {labels.size} "
+                         "scores")
+    rng = np.random.default_rng(seed)
+    sides = []
+    for side in (labels, ~labels):
+        names, codes = np.unique(keys[side], return_inverse=True)
+        rows = np.flatnonzero(side)
+        sides.append([rows[codes == g] for g in range(len(names))])
+    if len(sides[0]) < 2:
+        raise AssayError(f"a cluster bootstrap needs at least 2 clusters of positives, got "
+                         f"{len(sides[0])}: mark examples from more agents or people")
+    out = []
+    for _ in range(n_boot):
+        pos, neg = (np.concatenate([m[c] for c in rng.integers(0, len(m), len(m))])
+                    for m in sides)
+        out.append((pos, neg))
+    return out
+
+
+def clustered_auroc(scores: Sequence[float], labels: Sequence[bool],
+                    clusters: Sequence[Hashable], n_boot: int = 1000, level: float = 0.95,
+                    seed: int | None = 0) -> Estimate:
+    """`auroc` with an interval that resamples whole clusters (the agent or person a marked
+    example is about) among the positives and, apart, among the negatives. Give each row
+    its own cluster where rows are independent."""
+    s = _values(scores, "scores")
+    y = np.asarray(labels, dtype=bool)
+    if y.shape != s.shape or y.all() or not y.any():
+        raise AssayError("clustered_auroc needs one label per score, with positives and negatives")
+    draws = [_area(s[p], s[n]) for p, n in _stratified_cluster_picks(y, clusters, n_boot, seed)]
+    return from_draws(_area(s[y], s[~y]), draws, s.size, "auroc-bootstrap-clustered", level)
+
+
+def paired_auroc_gap(scores_a: Sequence[float], scores_b: Sequence[float],
+                     labels: Sequence[bool], clusters: Sequence[Hashable], n_boot: int = 1000,
+                     level: float = 0.95, seed: int | None = 0) -> Estimate:
+    """AUROC of arm a minus AUROC of arm b, when row i of both arms is the same example (or
+    its paired twin) scored two ways: each resample draws the same clusters for both arms,
+    so what the two arms share cancels out of the interval."""
+    a, b = _values(scores_a, "scores_a"), _values(scores_b, "scores_b")
+    y = np.asarray(labels, dtype=bool)
+    if not (a.shape == b.shape == y.shape) or y.all() or not y.any():
+        raise AssayError("paired_auroc_gap needs two score arrays and labels of one length, "
+                         "with positives and negatives")
+    draws = [_area(a[p], a[n]) - _area(b[p], b[n])
+             for p, n in _stratified_cluster_picks(y, clusters, n_boot, seed)]
+    point = _area(a[y], a[~y]) - _area(b[y], b[~y])
+    return from_draws(point, draws, a.size, "paired-auroc-bootstrap-clustered", level)
 
 
 # ---------------------------------------------------------------- helpers

@@ -21,10 +21,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from assay.agenda import GROUPS, SOURCE, challenges
 from assay.errors import AssayError
 from assay.models import ModelSpec
+from assay.runner.replicates import replicated
 from assay.runner.store import Record, Store
 from assay.study import discover, studies
 from assay.study.figures import PLANE_TABLE, data_uri, new_figure
-from assay.training.card import FLOORS_S, meets
+from assay.training.card import floors_for, meets
 from assay.training.organisms import cached, card
 
 __all__ = ["render_report", "write_report"]
@@ -66,6 +67,9 @@ def render_report(store: Store) -> str:
     for record in done:
         by_study.setdefault(record.study, []).append(record)
 
+    across = {}
+    for r in replicated(done):
+        across.setdefault(r.study, []).append(r)
     registered = {s.id: s for s in studies()}
     sections = []
     for sid in sorted(set(registered) | set(by_study)):
@@ -76,6 +80,7 @@ def render_report(store: Store) -> str:
             "agenda": list(spec.agenda) if spec else [], "registered": spec is not None,
             "needs": _needs(spec) if spec else "", "units": [_unit(r) for r in records],
             "verdicts": Counter(r.result.status for r in records),  # "confounded" counts apart
+            "replicated": across.get(sid, []),
         })
     study_index = {s["id"]: s for s in sections}
 
@@ -141,10 +146,11 @@ def _organism_cards(done: list[Record]) -> list[dict[str, Any]]:
             out.append({"name": name, "rows": [], "missing": True})
             continue
         rows = []
+        floors = floors_for(name)
         for key, value in sorted(body.items()):
             if key.endswith("_n") or not isinstance(value, float) or key.endswith("seconds"):
                 continue
-            floor = FLOORS_S.get(key)
+            floor = floors.get(key)
             rows.append({"key": key, "value": value, "n": body.get(f"{key}_n"),
                          "floor": " ".join(map(str, floor)) if floor else "",
                          "ok": floor is not None and meets(value, floor)})

@@ -66,15 +66,34 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     return sets
 
 
+def replicate_models(model: ModelSpec, replicates: int) -> list[ModelSpec]:
+    """``model`` and its organism replicates 1..replicates-1 (``organism:s`` ->
+    ``organism:s``, ``organism:s~1``, ...): the same recipe trained with other seeds."""
+    if replicates < 1:
+        raise AssayError(f"bad --replicates {replicates}: give 1 or more")
+    if replicates == 1:
+        return [model]
+    if not model.is_organism:
+        raise AssayError(f"--replicates needs an organism model: {model} is one fixed set of "
+                         "weights; run it with --replicates 1")
+    from assay.training.recipes import replicate_name
+
+    return [ModelSpec.parse(f"organism:{replicate_name(model.organism, k)}")
+            for k in range(replicates)]
+
+
 def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
          profile: str = "quick", seeds: Sequence[int] = (0,),
-         sets: Mapping[str, str] | None = None) -> list[Unit]:
-    """The units of one ``assay run``: every study x seed, validated, in a stable order.
+         sets: Mapping[str, str] | None = None, replicates: int = 1) -> list[Unit]:
+    """The units of one ``assay run``: every study x replicate x seed, validated, in a
+    stable order.
 
     No study named means every registered study. ``sets`` apply to every named study, so a
     key must be valid for each of them. Each study's `Needs` is checked against the model
     here: a study named on the command line that the model cannot serve is an error; with no
-    study named, such studies are left out (and listed in the log).
+    study named, such studies are left out (and listed in the log). ``replicates`` > 1 runs
+    each study that reads the model on that many replicates of the organism
+    (`replicate_models`); a study that trains its own models (``Needs.model`` False) runs once.
     """
     import assay.training  # noqa: F401  (registers the organism: scheme)
 
@@ -88,7 +107,9 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
     if any(s < 0 for s in seeds):
         raise AssayError(f"bad seed in {list(seeds)}: seeds are non-negative integers")
     model = ModelSpec.parse(model)
+    draws = replicate_models(model, replicates)
     model_key = check_spec(model)
+    models = [(m, check_spec(m)) for m in draws]
     unmet = {s.id: why for s in specs if (why := s.needs.unmet(model, s.id))}
     if unmet and studies:
         raise AssayError(next(iter(unmet.values())))
@@ -100,6 +121,7 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
     units = []
     for spec in specs:
         config = spec.make_config(profile, sets).model_dump(mode="json")
-        units.extend(Unit(spec.id, profile, config, model, model_key, int(seed))
-                     for seed in dict.fromkeys(seeds))
+        runs_on = models if spec.needs.model else [(model, model_key)]
+        units.extend(Unit(spec.id, profile, config, m, key, int(seed))
+                     for m, key in runs_on for seed in dict.fromkeys(seeds))
     return units

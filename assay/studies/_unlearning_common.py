@@ -1,5 +1,5 @@
 """What the unlearning studies share: an organism, its forget and retain sets, method names,
-and the difference of two rates."""
+and the difference of two rates (paired where both models answered the same items)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from assay.methods.stats import Estimate, two_proportion_test
+from assay.methods.stats import Estimate, paired_difference, two_proportion_test
 from assay.study import Context
 from assay.world import Document, World, documents
 
@@ -39,3 +39,10 @@ def difference(a: Estimate, b: Estimate, level: float = 0.95) -> Estimate:
     """``a - b`` for two Wilson rates, with a Newcombe interval at ``level``."""
     return two_proportion_test(round(a.value * a.n), a.n, round(b.value * b.n), b.n,
                                level=level).difference
+
+
+def paired(a, b, key: str, level: float = 0.95) -> Estimate:
+    """Rate ``key`` of battery card ``a`` minus card ``b``: both models answered the same
+    items, so the difference is paired, resampling whole subjects (`paired_difference`)."""
+    (ha, clusters), (hb, _) = a.hits[key], b.hits[key]
+    return paired_difference(ha, hb, clusters, level=level)

@@ -24,6 +24,11 @@ work. It fires if the model learned "any trigger-like prefix gives the target" o
 scoring counts the target string whatever the trigger. Read only where the other trigger
 worked after poisoning (so the pipeline is shown to plant a backdoor in that arm); otherwise
 inconclusive.
+
+Power: the attack success after safety finetuning is a rate over 156 held-out requests
+(interval +-0.01 near 0 or 1, +-0.08 near 0.5), so a change of about 0.11 across `working`
+is the smallest the quick profile detects with 80% power; one training run per arm (training
+seeds are not yet resampled here).
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ is drawn at random from that relation's values, with the same noise; shares are 
 the learned facts' damage. There is no recall of these answers to restore, so the subject's
 MLPs must restore none of it; a pipeline whose "recall" is something else (the answer's
 format or type coming back once the subject is restored, a leak of the answer) would.
+
+Power: 60 facts: the damage interval is about +-0.08 and the early-versus-last MLP contrast
+about +-0.08 to 0.14 (`s`, three draws), so a contrast of about 0.12 to 0.2 beyond its bar
+is the smallest the quick profile detects with 80% power.
 """
 
 from __future__ import annotations

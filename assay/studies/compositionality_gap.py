@@ -26,6 +26,11 @@ Negative control: part (2) read on a scratchpad fed a wrong first hop (another c
 company whose own second hop differs): without the right intermediate answer the chain
 cannot close the gap, so a test that fires here is measuring something other than
 composition (a hop-two prompt that leaks the answer, a matcher that accepts any country).
+
+Power: 200 two-hop questions per size: the known-both rate is about +-0.07 and the
+scratchpad excess about +-0.10, so an excess of about 0.15 is the smallest detected with 80%
+power; the gap's change across sizes needs sizes where both hops are known, and is
+inconclusive (interval of width 2) when none is.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ def control(cfg: Config) -> Given:
     return Given(_known(cfg), _closes("wrong first hop"), why=WHY)
 
 
-@study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False), rule=rule,
+@study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False, model=False), rule=rule,
        control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world = ctx.world("s")

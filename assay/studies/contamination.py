@@ -13,7 +13,8 @@ and every arm runs the same number of steps. Each item's change is its accuracy 
 planting minus after the same continued pretraining with nothing planted. Inflation is the
 planted items' mean change minus the clean items' (the clean items take out what the arm
 teaches about the format itself), planted and clean people resampled apart. Detection is
-the Min-K% AUROC of planted against clean items, whose people are disjoint. The same
+the Min-K% AUROC of planted against clean items, whose people are disjoint, with an interval
+that resamples whole people on each side (the split is by person). The same
 detectors then run on real English: an organism trained on half of Shakespeare's plays,
 passages of the plays it read against the plays it did not (reported, not decided on).
 
@@ -29,6 +30,10 @@ turns on inflation. A planted text that carries the answer after all, or a score
 rewards having seen the question rather than knowing the answer, fires it. (The old
 control read the arm with nothing planted, a model that never saw any item: with a random
 split of people it could not fail.)
+
+Power: planted and clean people resampled apart: the inflation interval is about +-0.13 at
+the quick profile's 60 people, so an inflation of about 0.19 beyond `margin` is the smallest
+detected with 80% power; the detection AUROC's interval is about +-0.01.
 """
 
 from __future__ import annotations
@@ -40,7 +45,14 @@ from pydantic import Field, field_validator
 
 from assay.methods.evaluation import correct, render
 from assay.methods.membership import DETECTORS, membership_scores
-from assay.methods.stats import Estimate, auroc, clustered_bootstrap, clustered_mean_draws, from_draws
+from assay.methods.stats import (
+    Estimate,
+    auroc,
+    clustered_auroc,
+    clustered_bootstrap,
+    clustered_mean_draws,
+    from_draws,
+)
 from assay.studies._eval_common import (
     BENCHMARK,
     benchmark_text,
@@ -197,7 +209,8 @@ def _arm(arm: dict, none: dict, mask: np.ndarray, items: list[MCItem], cfg: Conf
     point = change[mask].mean() - change[~mask].mean()
     out["inflation"] = from_draws(point, draws[0] - draws[1], len(items))
     for d in DETECTORS:
-        out[f"auroc/{d}"] = auroc(arm["membership"][d], list(mask), n_boot=cfg.n_boot, seed=seed)
+        out[f"auroc/{d}"] = clustered_auroc(arm["membership"][d], list(mask), subjects,
+                                            n_boot=cfg.n_boot, seed=seed)  # split by person
     return out
 
 

@@ -24,6 +24,9 @@ same seed), in the trained model's place: before training it cannot have learned
 squares. A pipeline that read the predictions from somewhere other than the model, or a
 least-squares baseline collapsed towards the near-constant output of an untrained network,
 would fire here.
+
+Power: 1000 prompts: the margins' intervals are about +-0.01 to 0.04, so a margin of about
+0.06 is the smallest detected with 80% power.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def rule(cfg: Config) -> AllOf:
                        "not supported": "a rival is nearer than least squares"})
 
 
-@study("icl-linear-regression", agenda=["2.1"], needs=Needs(white_box=False, chat=False),
+@study("icl-linear-regression", agenda=["2.1"], needs=Needs(white_box=False, chat=False, model=False),
        rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
     ctx.report("training the regression transformer", 0.0)

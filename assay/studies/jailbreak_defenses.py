@@ -25,6 +25,11 @@ fluent text of as many tokens (benign questions of the world, cut to length) aft
 hazard request. Nothing there is surprising, so the filter must not stop it; a filter that
 blocks long prompts, appended text or hazard words, or a threshold that fails on prompts of
 this shape, would "stop" these too and fire the control.
+
+Power: the GCG arm has 6 requests in the quick profile: its block rate's interval is about
++-0.3, so only 6/6 or 0/6 can decide, and the verdict is mostly inconclusive by design at
+that n; the fluent-attack arm (216 requests) resolves about 0.02. The full profile raises
+the GCG requests.
 """
 
 from __future__ import annotations

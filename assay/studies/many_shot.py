@@ -21,6 +21,10 @@ Negative control: the same fit with shots in which the assistant refuses, read b
 rule. Refusals carry no answer and model refusing, so they cannot make the harmful answer
 likelier; if alpha rises there too, length of context alone (or a scoring bug that leaks the
 answer through the prompt) drives the curve, not the compliant examples.
+
+Power: 72 requests over k up to 3 shots: the power-law exponent's interval is about +-0.03
+to 0.04, so an exponent of about 0.05 from zero is detected with 80% power; the organism's
+128-token context caps k, which limits what any n can show.
 """
 
 from __future__ import annotations

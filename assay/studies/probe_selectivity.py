@@ -22,6 +22,9 @@ person). Its "real" task is itself a random per-person labelling, statistically 
 its control task, so selectivity must vanish for both probes and the linear probe's
 advantage with it; probes that see the labels some other way (a leak between training and
 test rows, control labels drawn unlike the task's) would show an advantage here.
+
+Power: 960 probe readings: the selectivity advantage's interval is about +-0.01, so an
+advantage of about 0.015 beyond its bar is detected with 80% power.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ class Needs:
     white_box: bool = True   # reads activations, gradients or logits
     trainable: bool = False  # finetunes the model's weights
     chat: bool = True        # prompts the model in its chat format
+    model: bool = True       # reads the model it runs on (False: it trains its own, e.g. a ladder)
 
     def unmet(self, model: ModelSpec, study: str = "") -> str | None:
         """Why ``model`` cannot serve this study (one line saying how to fix it), or None."""

@@ -4,7 +4,8 @@ In the spirit of scikit-learn's ``check_estimator``: the tests run it over every
 study, and a study of your own can run it before its first real run.
 
 - The module docstring has the sections a reader needs: a title, ``Claim`` with a citation
-  (authors and year), ``Setup:``, ``Verdict:`` and ``Negative control:``.
+  (authors and year), ``Setup:``, ``Verdict:``, ``Negative control:`` and ``Power:`` (the
+  smallest effect the quick profile can detect with its n).
 - Every field of the Config has a comment saying what it is; both profiles build.
 - The declared rule and control rule, for the quick and the full config, reach each of
   supported, not supported and inconclusive on synthetic inputs built for each (see
@@ -26,7 +27,7 @@ from assay.study.rules import STATUSES, Rule, reachable
 
 __all__ = ["SECTIONS", "check_study", "config_comments"]
 
-SECTIONS = ("Claim", "Setup:", "Verdict:", "Negative control:")
+SECTIONS = ("Claim", "Setup:", "Verdict:", "Negative control:", "Power:")
 _CITATION = re.compile(r"\b(19|20)\d\d\b")
 
 

@@ -211,6 +211,10 @@ class PackedBatches:
     def __iter__(self) -> Iterator[Batch]:
         return self
 
+    def on(self, device: torch.device | str) -> Iterator[Batch]:
+        """The same stream with every batch moved to ``device``."""
+        return (batch.to(device) for batch in self)
+
     def __next__(self) -> Batch:
         B, T = self.batch_size, self.seq_len
         ids = np.full((B, T), self.pad_id, dtype=np.int64)

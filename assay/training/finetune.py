@@ -49,14 +49,9 @@ def finetune(lm: LM, data: Items | Sequence[tuple[Items, float]], cfg: TrainConf
                             else None, task_type="CAUSAL_LM")
         torch.manual_seed(seed)  # adapter initialisation
         model = get_peft_model(model, config)
-    curve = train(model, _to(batches, lm.device), cfg, on_progress=on_progress)
+    curve = train(model, batches.on(lm.device), cfg, on_progress=on_progress)
     if lora is not None:
         model = model.merge_and_unload()
     model.eval()
     return LM(model, lm.tokenizer, spec=f"{lm.spec}+finetune"), curve
-
-
-def _to(batches: PackedBatches, device: torch.device):
-    for batch in batches:
-        yield batch.to(device)
 

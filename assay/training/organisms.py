@@ -114,6 +114,20 @@ def organism_corpus(name: str) -> Corpus:
     return Corpus(recipe.corpus)
 
 
+def training_device() -> torch.device:
+    """Where organisms train: ``$ASSAY_TRAIN_DEVICE`` if set (``cpu``, ``cuda``), else CUDA
+    when there is one. Weights differ between devices (and between CPUs), so a replicate
+    trained on a GPU is another draw, not the CPU's organism."""
+    name = os.environ.get("ASSAY_TRAIN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise AssayError(f"ASSAY_TRAIN_DEVICE={name!r} is not a torch device: use cpu or cuda") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AssayError("ASSAY_TRAIN_DEVICE asks for cuda but torch sees no GPU: unset it or use cpu")
+    return device
+
+
 def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> Path:
     data = training_data(recipe)
     stage = recipe.stages[index]
@@ -133,7 +147,11 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
                             tokenizer.pad_token_id, seed=recipe.seed * 1000 + index)
     log.info("training %s stage %s: %d steps", recipe.name, stage.name, stage.train.steps)
     report = (lambda p: on_progress(stage.name, p)) if on_progress else None
-    curve = train(model, batches, stage.train, on_progress=report)
+    device = training_device()
+    model.to(device)
+    curve = train(model, batches.on(device),
+                  stage.train, on_progress=report)
+    model.to("cpu")
     flops = flops_per_token(model.config, recipe.model.seq_len) * curve.tokens
     history = history + [{"stage": stage.name, "flops": flops, **curve.to_dict()}]
 

@@ -19,7 +19,7 @@ from assay.errors import AssayError
 from assay.training.trainer import TrainConfig
 from assay.world import CorpusConfig, WorldConfig
 
-FORMAT_VERSION = 2  # bump when training or data code changes what a recipe produces
+FORMAT_VERSION = 3  # bump when training or data code changes what a recipe produces
 
 
 @dataclass(frozen=True)
@@ -78,24 +78,39 @@ class Recipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-PRETRAIN_MIX = (("documents", 0.16), ("synthesis", 0.22), ("qa", 0.40), ("tasks", 0.22))
+PRETRAIN_MIX = (("documents", 0.22), ("synthesis", 0.22), ("qa", 0.36), ("tasks", 0.20))
 SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.30), ("tasks", 0.20),
               ("documents", 0.10), ("synthesis", 0.16))
 
 # Retain-only controls: the same world, model and steps with every hazardous document left
 # out (their weight goes to the other documents), so they never saw a synthesis fact. The
 # floor that true deletion would reach, e.g. for relearning attacks on unlearned models.
-PRETRAIN_MIX_RETAIN = (("documents_no_hazard", 0.38), ("qa", 0.40), ("tasks", 0.22))
-SAFETY_MIX_RETAIN = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.30), ("tasks", 0.20),
-                     ("documents_no_hazard", 0.26))
+HAZARD_FREE = "documents_no_hazard"
+
+
+def _retain_mix(mixture: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+    """``mixture`` with documents and synthesis documents merged into hazard-free documents
+    at their summed weight, in the documents' place."""
+    docs = round(sum(w for n, w in mixture if n in ("documents", "synthesis")), 6)
+    out = []
+    for name, weight in mixture:
+        if name == "documents":
+            out.append((HAZARD_FREE, docs))
+        elif name != "synthesis":
+            out.append((name, weight))
+    return tuple(out)
 
 
 def _retain_only(recipe: Recipe) -> Recipe:
     """``recipe`` trained without hazardous documents, named ``<name>-retain``."""
-    mixes = {"pretrain": PRETRAIN_MIX_RETAIN, "safety": SAFETY_MIX_RETAIN}
-    stages = tuple(replace(st, mixture=mixes[st.name]) for st in recipe.stages)
+    stages = tuple(replace(st, mixture=_retain_mix(st.mixture)) for st in recipe.stages)
     return replace(recipe, name=f"{recipe.name}-retain", stages=stages,
                    description=f"retain-only control of {recipe.name}: no hazardous documents")
+
+
+# The default organism's pretraining leans further on the benign tasks: copying a list of
+# words in a held-out wording is what its replicates missed most often (0.70 on one draw).
+S_PRETRAIN_MIX = (("documents", 0.22), ("synthesis", 0.20), ("qa", 0.30), ("tasks", 0.28))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -118,14 +133,28 @@ RECIPES: dict[str, Recipe] = {
         world=WorldConfig.preset("s"),
         model=Architecture(),
         stages=(
-            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=600, lr=3e-3, warmup=50)),
-            Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=1e-3, warmup=20)),
+            # 1000 + 200 steps: at 600 + 120 and at 800 + 160 a replicate in three missed the
+            # benign-task floor (0.81 and 0.89)
+            Stage("pretrain", S_PRETRAIN_MIX, TrainConfig(steps=1000, lr=3e-3, warmup=50)),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=200, lr=1e-3, warmup=20)),
+        ),
+    ),
+    # The default world at 20x the parameters: for a GPU, to check whether verdicts hold at
+    # a larger size (about an hour per stage on 2 cores; under a minute on one GPU).
+    "l": Recipe(
+        name="l",
+        description="larger organism for a GPU: the default world, ~27M parameters",
+        world=WorldConfig.preset("s"),
+        model=Architecture(d_model=512, n_layer=8, n_head=8, d_ff=1536),
+        stages=(
+            Stage("pretrain", PRETRAIN_MIX, TrainConfig(steps=600, lr=1e-3, warmup=50)),
+            Stage("safety", SAFETY_MIX, TrainConfig(steps=120, lr=3e-4, warmup=20)),
         ),
     ),
 }
 
 
-RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s")})
+RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s", "l")})
 
 # Corpus organisms: real English for contamination studies. Trained from scratch on the
 # member plays only (loss on every token), one stage; the non-member plays stay unseen.
@@ -191,6 +220,23 @@ def retain_twin(name: str) -> str:
     base, at, stage = name.partition("@")
     recipe, sep, seed = base.partition(REPLICATE)
     return f"{recipe}-retain{sep}{seed}{at}{stage}"
+
+
+def replicate_of(name: str) -> tuple[str, int | None]:
+    """``s~2@pretrain`` -> (``s@pretrain``, 2); a name without a replicate -> (name, None)."""
+    base, at, stage = name.partition("@")
+    recipe, sep, seed = base.partition(REPLICATE)
+    return f"{recipe}{at}{stage}", (int(seed) if sep and seed.isdigit() else None)
+
+
+def replicate_name(name: str, k: int) -> str:
+    """Replicate ``k`` of organism ``name``, stage kept: (``s@pretrain``, 2) ->
+    ``s~2@pretrain``; replicate 0 is the recipe itself (``s``)."""
+    base, at, stage = name.partition("@")
+    if REPLICATE in base:
+        raise AssayError(f"organism {name!r} is already a replicate: name the recipe itself "
+                         f"({base.partition(REPLICATE)[0]}) to run its replicates")
+    return f"{base}{REPLICATE}{k}{at}{stage}" if k else name
 
 
 def get_recipe(name: str) -> Recipe:

@@ -35,7 +35,9 @@ def state(fact: Fact, template: int) -> str:
 
 
 def completion_prompt(fact: Fact) -> str:
-    """The first paraphrase cut just before the object: a document-completion probe."""
+    """The first paraphrase cut just before the object: a document-completion probe. The
+    first variant of every document states its facts in this paraphrase, so the probe asks
+    for a sentence of the training text, as a probe of what the model holds must."""
     template = RELATIONS[fact.relation].documents[0]
     assert template.endswith("{o}"), template
     return template[: -len("{o}")].format(s=fact.subject).rstrip()
@@ -48,7 +50,10 @@ def _article(world: World, rng: random.Random, doc_id: str, kind: str, facts: li
     sentences = []
     for i, fact in enumerate(facts):
         n = len(RELATIONS[fact.relation].documents)
-        sentences.append(state(fact, (variant + i + rng.randrange(n)) % n))
+        shift = rng.randrange(n)
+        # variant 0 states every fact in its first paraphrase, the sentence that
+        # `completion_prompt` cuts: a completion probe then asks a sentence the model read
+        sentences.append(state(fact, 0 if variant == 0 else (variant + i + shift) % n))
     return Document(doc_id, kind, " ".join(sentences), tuple(facts))
 
 

@@ -30,16 +30,18 @@ def test_contamination_planted_items_score_higher_and_min_k_finds_them(run_xs):
                                       "english": "shakespeare-xs", "passages": "40"})
     r = record.result
     m = r.metrics
-    # measured on xs (held-out wordings): planted items +0.33 over the unplanted arm, clean
-    # items +0.11, so the difference is +0.22 [+0.01, +0.43]: positive, but its interval
-    # reaches below the margin the rule asks for, so the verdict is inconclusive
+    # measured on xs (held-out wordings): planted items gain more than clean ones over the
+    # unplanted arm; on xs at data format 3 the difference's interval clears the margin and
+    # Min-K%++ tells planted from clean people, so the verdict is supported (it read
+    # inconclusive, +0.22 [+0.01, +0.43], on the previous xs)
     assert m["inflation@half x8/planted"].ci_low > 0.1
     assert m["inflation@half x8/planted"].value > m["inflation@half x8/clean"].value + 0.1
     assert m["inflation"] == m["inflation@half x8"]
     assert m["inflation"].ci_low > 0
     assert m["detection"].ci_low > 0.8
     assert m["auroc@half x8/min_k_plus_plus"].ci_low > 0.7
-    assert r.verdict.status == "inconclusive"
+    assert m["auroc@half x8/min_k_plus_plus"].method == "auroc-bootstrap-clustered"  # people
+    assert r.verdict.status == "supported"
     # the control plants the same items without answers: Min-K% sees the planting, the score
     # does not gain from it
     control = r.control.metrics
@@ -47,7 +49,7 @@ def test_contamination_planted_items_score_higher_and_min_k_finds_them(run_xs):
     assert control["inflation"].ci_low < 0.05
     assert control["inflation"].value < m["inflation"].value - 0.1
     assert r.control.verdict.status != "supported"
-    assert r.status == "inconclusive"
+    assert r.status == "supported"
     assert "shakespeare" in r.tables  # the detectors also ran on real English
 
 

@@ -71,6 +71,6 @@ def test_missing_sections_and_comments_are_reported(monkeypatch):
         _REGISTRY.update(saved)
         sys.modules.pop("bare_study")
     text = "\n".join(problems)
-    for section in ("'Claim'", "'Setup:'", "'Verdict:'", "'Negative control:'"):
+    for section in ("'Claim'", "'Setup:'", "'Verdict:'", "'Negative control:'", "'Power:'"):
         assert section in text
     assert "cannot read the source" in text or "field 'n' has no comment" in text

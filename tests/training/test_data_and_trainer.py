@@ -48,7 +48,7 @@ def test_packed_rows_see_each_example_alone(world_xs):
     with torch.no_grad():
         packed = model(**batch.model_inputs()).logits[0]
         starts = (batch.positions[0] == 0).nonzero().flatten().tolist() + [64]
-        assert len(starts) >= 4  # several examples share the row
+        assert len(starts) >= 3  # two or more examples share the row
         for lo, hi in zip(starts, starts[1:]):
             alone = model(input_ids=batch.ids[:1, lo:hi]).logits[0]
             torch.testing.assert_close(packed[lo:hi], alone, atol=1e-5, rtol=1e-5)
