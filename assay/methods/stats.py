@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +32,8 @@ from assay.errors import AssayError
 __all__ = [
     "Estimate", "TestResult", "auroc", "bootstrap", "cluster_resamples", "clustered_auroc",
     "clustered_bootstrap", "clustered_mean_draws", "exact", "from_draws", "paired_auroc_gap",
-    "paired_bootstrap", "paired_difference", "rate", "resamples", "two_proportion_test",
+    "paired_bootstrap", "paired_difference", "rate", "resamples", "seed_cluster_bootstrap",
+    "seed_cluster_rate", "seed_cluster_resamples", "two_proportion_test",
     "wilson",
 ]
 
@@ -249,6 +250,72 @@ def cluster_resamples(clusters: Sequence[Hashable], n_boot: int, seed: int | Non
         out.append((np.concatenate([members[c] for c in pick]),
                     np.concatenate([np.full(members[c].size, k) for k, c in enumerate(pick)])))
     return out
+
+
+def seed_cluster_resamples(seeds: Sequence[Hashable], clusters: Sequence[Hashable],
+                           n_boot: int, seed: int | None = 0) -> list[np.ndarray]:
+    """``n_boot`` two-level resamples of rows that each come from one training run
+    (``seeds[i]``) and one cluster within it (``clusters[i]``: the person, agent or task).
+    Each draw picks as many runs as there are, with replacement, then within each picked run
+    as many of its clusters as it has, with replacement, and returns the rows drawn (indices
+    into the inputs). A verdict then carries the variance between training runs as well as
+    between items; with one run it is a cluster bootstrap. Compute a statistic on each index
+    array and pass the draws to `from_draws`."""
+    runs = np.asarray(list(seeds))
+    keys = np.asarray(list(clusters))
+    if runs.size != keys.size:
+        raise AssayError(f"seed_cluster_resamples needs one seed and one cluster per row, got "
+                         f"{runs.size} seeds and {keys.size} clusters")
+    if runs.size == 0:
+        raise AssayError("seed_cluster_resamples needs at least one row")
+    groups = []  # per run: the row indices of each of its clusters
+    for r in np.unique(runs):
+        rows = np.flatnonzero(runs == r)
+        names, codes = np.unique(keys[rows], return_inverse=True)
+        groups.append([rows[codes == g] for g in range(len(names))])
+    if len(groups) == 1 and len(groups[0]) < 2:
+        raise AssayError("a seed-and-cluster bootstrap needs two training runs or two clusters, "
+                         "got one of each: train another seed or ask about more people")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        drawn = []
+        for r in rng.integers(0, len(groups), len(groups)):
+            members = groups[r]
+            drawn.extend(members[c] for c in rng.integers(0, len(members), len(members)))
+        out.append(np.concatenate(drawn))
+    return out
+
+
+def seed_cluster_bootstrap(values: Sequence[float], seeds: Sequence[Hashable],
+                           clusters: Sequence[Hashable], stat: Stat = np.mean,
+                           n_boot: int = 2000, level: float = 0.95,
+                           seed: int | None = 0) -> Estimate:
+    """stat(values) pooled over training runs, with an interval that resamples runs, then
+    clusters within each run (`seed_cluster_resamples`). For a paired comparison pass each
+    item's difference between the two arms."""
+    x = _values(values, "values")
+    _level(level)
+    draws = [_point(stat, x[idx]) for idx in seed_cluster_resamples(seeds, clusters,
+                                                                    _n_boot(n_boot), seed)]
+    return from_draws(_point(stat, x), draws, x.size, "bootstrap-seeds-then-clusters", level)
+
+
+def seed_cluster_rate(hits: Mapping[Hashable, Sequence[float]], clusters: Sequence[Hashable],
+                      unit: str = "clusters", seed: int | None = 0) -> Estimate:
+    """A 0/1 rate pooled over training runs (``hits[run]``: one value per row of
+    ``clusters``, the same rows in every run), its interval resampling runs, then clusters
+    within each run (`seed_cluster_bootstrap`), and never narrower than the Wilson interval
+    of the pooled count: a percentile bootstrap of a rate at 0 or 1 has no width."""
+    runs = list(hits)
+    x = np.concatenate([np.asarray(hits[r], dtype=float) for r in runs])
+    keys = list(clusters)
+    boot = seed_cluster_bootstrap(x, np.repeat(np.arange(len(runs)), len(keys)),
+                                  keys * len(runs), seed=seed)
+    floor = wilson(int(x.sum()), x.size)
+    return Estimate(value=boot.value, ci_low=min(boot.ci_low, floor.ci_low),
+                    ci_high=max(boot.ci_high, floor.ci_high), n=x.size,
+                    method=f"bootstrap over training seeds, then {unit} (at least Wilson)")
 
 
 def clustered_mean_draws(values: np.ndarray, clusters: np.ndarray, stat: Callable,

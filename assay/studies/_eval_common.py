@@ -78,6 +78,15 @@ def mc_tune(lm, world: World, people: Sequence[str], steps: int, seed: int, lr: 
     return tuned
 
 
+def other_draw(name: str, draws: int = 3) -> str:
+    """Another training run of organism ``name``'s recipe, cycling through the first
+    ``draws`` replicates: ``s`` -> ``s~1``, ``s~1`` -> ``s~2``, ``s~2`` -> ``s`` (stage kept)."""
+    from assay.training.recipes import replicate_name, replicate_of
+
+    base, k = replicate_of(name)
+    return replicate_name(base, ((k or 0) + 1) % draws)
+
+
 def person_codes(items: Sequence[MCItem]) -> np.ndarray:
     """(N,) integer code of each item's subject."""
     codes: dict[str, int] = {}
@@ -95,15 +104,30 @@ def crossfit_spread(values: np.ndarray, clusters: np.ndarray,
     do not differ give a spread centred on zero. Returns the (N,) per-item differences, whose
     mean is the spread, and the (best, worst) picked for each fold.
     """
-    people = np.unique(clusters)
-    if people.size < 2:
-        raise AssayError("a cross-fitted spread needs items about at least 2 people")
-    fold_b = np.isin(clusters, np.random.default_rng(seed).permutation(people)[: people.size // 2])
     out = np.empty(values.shape[1])
     picks = []
-    for measure, pick in ((fold_b, ~fold_b), (~fold_b, fold_b)):
+    for measure, pick in _folds(clusters, seed):
         means = values[:, pick].mean(1)
         best, worst = int(means.argmax()), int(means.argmin())
         out[measure] = values[best, measure] - values[worst, measure]
         picks.append((best, worst))
     return out, picks
+
+
+def crossfit_best(values: np.ndarray, clusters: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Per item, the score of the best condition picked on the other half of the people (the
+    same two folds as `crossfit_spread`): the mean is what the best of C conditions scores
+    on people it was not picked on, not the luckiest of C noisy means."""
+    out = np.empty(values.shape[1])
+    for measure, pick in _folds(clusters, seed):
+        out[measure] = values[int(values[:, pick].mean(1).argmax()), measure]
+    return out
+
+
+def _folds(clusters: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two (measure, pick) masks splitting the items by whole people, both ways round."""
+    people = np.unique(clusters)
+    if people.size < 2:
+        raise AssayError("a cross-fitted pick needs items about at least 2 people")
+    fold_b = np.isin(clusters, np.random.default_rng(seed).permutation(people)[: people.size // 2])
+    return [(fold_b, ~fold_b), (~fold_b, fold_b)]

@@ -11,7 +11,14 @@ import numpy as np
 import torch
 
 from assay.errors import AssayError
-from assay.training.recipes import LADDER_SIZES, LADDER_STEPS, get_recipe, ladder_name
+from assay.training.recipes import (
+    LADDER_SIZES,
+    LADDER_STEPS,
+    get_recipe,
+    ladder_name,
+    replicate_name,
+)
+from assay.world.chat import END
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class Run:
     steps: int
     n_params: int   # non-embedding parameters, N
     tokens: int     # training tokens, D
+    seed: int = 0   # training seed: the ladder's replicate (ladder-64-300~1 is seed 1)
 
 
 def ladder_runs(sizes: Sequence[int], steps: Sequence[int]) -> list[tuple[str, int, int]]:
@@ -33,17 +41,26 @@ def ladder_runs(sizes: Sequence[int], steps: Sequence[int]) -> list[tuple[str, i
 
 
 def load_runs(ctx, sizes: Sequence[int], steps: Sequence[int], start: float = 0.0,
-              share: float = 0.5) -> list[tuple[Run, object]]:
-    """Every requested rung as (Run, LM), training missing ones with progress."""
+              share: float = 0.5, seeds: Sequence[int] = (0,)) -> list[tuple[Run, object]]:
+    """Every requested rung of every requested training seed as (Run, LM), seed by seed,
+    training missing ones with progress. Seed k is the rung's replicate ``~k``, cached apart."""
     out = []
-    wanted = ladder_runs(sizes, steps)
-    for j, (name, d, s) in enumerate(wanted):
+    wanted = [(replicate_name(name, k), d, s, k) for k in seeds
+              for name, d, s in ladder_runs(sizes, steps)]
+    for j, (name, d, s, k) in enumerate(wanted):
         ctx.report(f"loading {name}", start + share * j / len(wanted))
         lm = ctx.organism(name)
         recipe = get_recipe(name)
         tokens = s * recipe.stages[0].batch_size * recipe.model.seq_len
-        out.append((Run(name, d, s, non_embedding_params(lm.model), tokens), lm))
+        out.append((Run(name, d, s, non_embedding_params(lm.model), tokens, k), lm))
     return out
+
+
+def check_seeds(v: list[int]) -> list[int]:
+    """A config's ``train_seeds``: one or more distinct seeds >= 0."""
+    if not v or len(set(v)) != len(v) or min(v) < 0:
+        raise ValueError("needs one or more distinct training seeds >= 0")
+    return v
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:
@@ -57,6 +74,28 @@ def eval_loss(lm, texts: Sequence[str], seq_len: int = 128) -> float:
     from assay.methods.membership import token_stats
 
     return float(-np.concatenate([t.logprob for t in token_stats(lm, texts, max_tokens=seq_len)]).mean())
+
+
+def heldout_loss(lm, items: Sequence) -> float:
+    """Mean next-token loss (nats per token) of the replies of held-out dialogues given their
+    requests: the tokens a ladder run was trained to predict on its dialogue sources, in
+    wordings no run read."""
+    scores = lm.score([lm.chat_prompt(d.user) for d in items],
+                      [d.assistant + END for d in items])
+    return float(-sum(s.logprob for s in scores) / sum(s.n_tokens for s in scores))
+
+
+def passes(lm, world, mixture: Sequence[tuple[str, float]], tokens: int) -> dict[str, float]:
+    """About how many times a run of ``tokens`` training tokens reads each source of its
+    ``mixture`` (weights are per example; packing's padding ignored)."""
+    from assay.training.data import source_examples
+
+    sizes = {name: [len(ex.ids) for ex in source_examples(world, name, lm.tokenizer, 10**6)]
+             for name, _ in mixture}
+    total = sum(w for _, w in mixture)
+    per_example = sum(w / total * float(np.mean(sizes[name])) for name, w in mixture)
+    drawn = tokens / per_example
+    return {name: drawn * w / total / len(sizes[name]) for name, w in mixture}
 
 
 def smooth_share(values: np.ndarray) -> float:

@@ -14,7 +14,16 @@ whole people. The gap is the best elicitation's accuracy minus the worst's, cros
 best and worst are picked on one half of the people and measured on the other, both ways
 round, so elicitations that do not differ give a gap centred on zero.
 
-Verdict: `rule`: the gap against ``margin``: supported when its interval lies above it, not
+The organisms were trained to answer in their chat format only, which the scaffold uses, so
+a gap between the scaffold and lettered elicitations at chance would measure that, not how
+hard an evaluation tries. The rule therefore first asks that the lettered test be
+answerable at all by some lettered elicitation: the best of zero-shot, few-shot and the
+finetune (picked on one half of the people, measured on the other) must beat chance by
+``min_lettered``. The finetune is long enough (``tune_steps``) to teach the format where the
+organism can learn it.
+
+Verdict: `rule`: given that precondition (otherwise inconclusive: the organism answers in one
+format only), the gap against ``margin``: supported when its interval lies above it, not
 supported when below, inconclusive when it contains it.
 
 Negative control: the same four elicitations and the same gap on questions about people
@@ -25,7 +34,8 @@ the asked people, a reply mapped onto the option by position, tuning items that 
 the test) would open a gap here.
 
 Power: 240 items: the gap's interval is about +-0.07 (`s`, three draws), so a gap of about
-0.1 beyond its bar is the smallest the quick profile detects with 80% power.
+0.1 beyond its bar is the smallest the quick profile detects with 80% power; the same holds
+for the precondition's best lettered accuracy against chance + ``min_lettered``.
 """
 
 from __future__ import annotations
@@ -41,16 +51,19 @@ from assay.models.scoring import score_choices
 from assay.studies._eval_common import (
     BENCHMARK,
     benchmark_text,
+    crossfit_best,
     crossfit_spread,
     fictional_items,
     mc_tune,
     person_codes,
     split_people,
 )
-from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
+from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import errorbars, new_figure, save_figure
 from assay.world import mentions
 from assay.world.evals import MCItem, multiple_choice
+
+CHANCE = 0.25  # four options per item
 
 
 class Config(StudyConfig):
@@ -58,15 +71,15 @@ class Config(StudyConfig):
     shot_people: int = Field(8, ge=1)     # other people whose solved items are the shots
     shots: list[int] = [1, 2]             # few-shot sizes (the organisms read 128 tokens)
     tune_people: int = Field(60, ge=1)    # other people whose items the finetune sees
-    tune_steps: int = Field(40, ge=1)     # steps of the multiple-choice finetune
+    tune_steps: int = Field(120, ge=1)    # steps of the multiple-choice finetune
     margin: float = Field(0.2, gt=0, lt=1)  # a gap below this is no gap
+    min_lettered: float = Field(0.1, gt=0, lt=0.75)  # best lettered elicitation beats chance by this
     n_boot: int = Field(1000, ge=100)     # bootstrap resamples of people
 
-    FULL = {"eval_people": 100, "tune_steps": 80, "n_boot": 2000}
+    FULL = {"eval_people": 100, "tune_steps": 240, "n_boot": 2000}
 
 
-def rule(cfg: Config) -> Above:
-    """The best way of asking beats the worst by more than ``margin``."""
+def _gap(cfg: Config) -> Above:
     return Above("gap", bar=cfg.margin, low=-1.0, high=1.0,
                  what="best minus worst elicitation's accuracy (cross-fitted)",
                  says={"supported": "the estimate depends strongly on how the capability is "
@@ -75,8 +88,25 @@ def rule(cfg: Config) -> Above:
                        "inconclusive": "the gap's interval contains the margin"})
 
 
+def rule(cfg: Config) -> Given:
+    """Given a lettered test the organism can be made to answer, the best way of asking
+    beats the worst by more than ``margin``."""
+    return Given(
+        Above("lettered", bar=CHANCE + cfg.min_lettered, low=0.0, high=1.0,
+              what="the best lettered elicitation's accuracy (cross-fitted)"),
+        _gap(cfg),
+        why="the organism answers in its chat format only, so the gap is between the format "
+            "it reads and one no lettered elicitation reaches")
+
+
+def control(cfg: Config) -> Above:
+    """The gap read on people who do not exist (no precondition: every way of asking must
+    sit at chance there)."""
+    return _gap(cfg)
+
+
 @study("elicitation-gap", agenda=["2.2", "3.3"], needs=Needs(organism=True, trainable=True),
-       rule=rule)
+       rule=rule, control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world, base = ctx.world(), ctx.lm()
     evaluated, others = split_people(world, cfg.eval_people, ctx.seed,
@@ -97,6 +127,10 @@ def run(cfg: Config, ctx: Context) -> Result:
                for label, items in (("real", real), ("fictional", fake))}
     found = {label: {**{f"accuracy@{m}": e for m, e in acc.items()}, "gap": gap}
              for label, (acc, gap, _) in summary.items()}
+    codes = person_codes(real)
+    lettered = np.stack([results["real"][m] for m in results["real"] if m != "scaffold"])
+    found["real"]["lettered"] = clustered_bootstrap(crossfit_best(lettered, codes, ctx.seed),
+                                                    codes, n_boot=cfg.n_boot, seed=ctx.seed)
     table = [{"elicitation": m, "accuracy (real people)": round(summary["real"][0][m].value, 4),
               "accuracy (fictional people)": round(summary["fictional"][0][m].value, 4)}
              for m in results["real"]]

@@ -7,19 +7,27 @@ by more than the gap between two models, so a ranking read off one format can fl
 
 Setup: the same items about people's facts, rendered in the default format (the
 organisms' chat format, options scored as answers) and in formats drawn at random from
-the grid in `assay.methods.evaluation`. Two organisms: the base organism and the same
-organism after a short finetune on lettered multiple-choice items about other people (as
-a model tuned on a benchmark's format would be). Per organism, spread = the best format's
-accuracy minus the worst's, cross-fitted: the best and worst formats are picked on one half
-of the people and measured on the other, both ways round, so that formats which do not
-differ give a spread centred on zero (the raw best minus worst of many noisy accuracies
+the grid in `assay.methods.evaluation`. Two organisms that differ for real: the base
+organism and another training run of its recipe (`other_draw`: ``s`` is compared with
+``s~1``, ``s~1`` with ``s~2``, ``s~2`` with ``s``), so the gap between them is whatever two
+draws of one recipe differ by, not a difference built in. Per organism, spread = the best
+format's accuracy minus the worst's, cross-fitted: the best and worst formats are picked on
+one half of the people and measured on the other, both ways round, so that formats which do
+not differ give a spread centred on zero (the raw best minus worst of many noisy accuracies
 would not). Gap = the organisms' accuracy difference in the default format, in absolute
 value. Excess = spread minus gap, per organism, with intervals that resample whole people
 across every format and both organisms at once.
 
-Verdict: `rule`: each organism's excess against zero (all parts must hold): supported when
-both intervals lie above zero, not supported when either lies below it, inconclusive
-otherwise.
+The built-in organisms were trained to answer in their chat format only, so every other
+format may sit at chance and the spread then measures that, not sensitivity to wording. The
+rule therefore first asks that the base organism read some format other than the default:
+the best other format (picked on one half of the people, measured on the other) must beat
+chance by ``min_other``. Until an organism trained on several answer formats exists, the
+verdict on the built-in organisms is expected to be inconclusive for that reason.
+
+Verdict: `rule`: given that precondition (otherwise inconclusive: the organism answers in one
+format only), each organism's excess against zero (all parts must hold): supported when both
+intervals lie above zero, not supported when either lies below it, inconclusive otherwise.
 
 Negative control: the same test (both organisms, every format, cross-fitted spread minus
 gap) on questions about people who do not exist, whose answers are drawn at random. No
@@ -32,7 +40,8 @@ scored one by one, so their order cannot matter.)
 
 Power: 720 item-format readings per organism, people resampled: the excess interval is about
 +-0.06 to 0.09, so an excess of about 0.1 is the smallest the quick profile detects with 80%
-power.
+power. The precondition reads 720 items about 40 people (interval about +-0.06), so a best
+other format about 0.15 above chance is detected.
 """
 
 from __future__ import annotations
@@ -43,33 +52,32 @@ from pydantic import Field
 from assay.methods.evaluation import Format, correct, format_grid
 from assay.methods.stats import Estimate, clustered_bootstrap, clustered_mean_draws, from_draws
 from assay.studies._eval_common import (
+    crossfit_best,
     crossfit_spread,
     fictional_items,
-    mc_tune,
+    other_draw,
     person_codes,
     split_people,
 )
-from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
+from assay.study import Above, AllOf, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
 from assay.world.evals import MCItem, multiple_choice
 
-MODELS = ("base", "MC-tuned")
+MODELS = ("base", "other draw")
+CHANCE = 0.25  # four options per item
 
 
 class Config(StudyConfig):
     n_people: int = Field(40, ge=4)        # people asked about (6 facts x 3 wordings each)
     control_people: int = Field(40, ge=4)  # people who do not exist (6 questions each), control
     n_formats: int = Field(16, ge=2)       # formats drawn, the default included
-    tune_people: int = Field(60, ge=1)     # other people whose items tune the second organism
-    tune_steps: int = Field(40, ge=1)      # steps of that multiple-choice finetune
+    min_other: float = Field(0.1, gt=0, lt=0.75)  # the best other format beats chance by this
     n_boot: int = Field(1000, ge=100)      # bootstrap resamples of people
 
-    FULL = {"n_people": 100, "control_people": 100, "n_formats": 48, "tune_steps": 80,
-            "n_boot": 2000}
+    FULL = {"n_people": 100, "control_people": 100, "n_formats": 48, "n_boot": 2000}
 
 
-def rule(cfg: Config) -> AllOf:
-    """Each organism's format spread exceeds the gap between the organisms."""
+def _excess(cfg: Config) -> AllOf:
     parts = [Above(f"excess@{m}", bar=0.0, low=-1.0, high=1.0,
                    what=f"{m} organism's format spread minus the organisms' gap")
              for m in MODELS]
@@ -79,15 +87,34 @@ def rule(cfg: Config) -> AllOf:
         "inconclusive": "an interval contains zero: spread and gap are not told apart"})
 
 
-@study("format-sensitivity", agenda=["3.3"], needs=Needs(organism=True, trainable=True),
-       rule=rule)
+def rule(cfg: Config) -> Given:
+    """Given an organism that reads more than one format, each organism's format spread
+    exceeds the gap between the organisms."""
+    return Given(
+        Above("other_format@base", bar=CHANCE + cfg.min_other, low=0.0, high=1.0,
+              what="the base organism's accuracy in its best non-default format "
+                   "(cross-fitted)"),
+        _excess(cfg),
+        why="the organism answers in one format only, so a spread across formats measures "
+            "that, not format sensitivity")
+
+
+def control(cfg: Config) -> AllOf:
+    """The excess read on people who do not exist (no precondition: there every format must
+    sit at chance)."""
+    return _excess(cfg)
+
+
+@study("format-sensitivity", agenda=["3.3"], needs=Needs(organism=True), rule=rule,
+       control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world, base = ctx.world(), ctx.lm()
-    people, others = split_people(world, cfg.n_people, ctx.seed, cfg.tune_people)
+    people, _ = split_people(world, cfg.n_people, ctx.seed)
     items = multiple_choice(world, people=people, seed=ctx.seed)
     fake = fictional_items(world, cfg.control_people, ctx.seed)
-    ctx.report("tuning the second organism on lettered items", 0.0)
-    models = dict(zip(MODELS, (base, mc_tune(base, world, others, cfg.tune_steps, ctx.seed))))
+    other = other_draw(ctx.model.organism)
+    ctx.report(f"loading the other draw, {other}", 0.0)
+    models = dict(zip(MODELS, (base, ctx.organism(other))))
     formats = format_grid(cfg.n_formats, seed=ctx.seed)
     acc: dict[str, dict[str, np.ndarray]] = {"real": {}, "fictional": {}}  # -> model -> (F, N)
     steps = 2 * len(models) * len(formats)
@@ -106,6 +133,9 @@ def run(cfg: Config, ctx: Context) -> Result:
     metrics, picks = _test(acc["real"], items, cfg, ctx.seed)
     control, _ = _test(acc["fictional"], fake, cfg, ctx.seed)
     codes = person_codes(items)
+    metrics["other_format@base"] = clustered_bootstrap(
+        crossfit_best(acc["real"]["base"][1:], codes, ctx.seed), codes, n_boot=cfg.n_boot,
+        seed=ctx.seed)
     for label in models:
         best = int(acc["real"][label].mean(1).argmax())
         metrics[f"accuracy@{label}/default"] = _acc(acc["real"][label][0], items)
@@ -119,10 +149,14 @@ def run(cfg: Config, ctx: Context) -> Result:
               **{f"accuracy ({m}, fictional)": round(float(acc["fictional"][m][i].mean()), 4)
                  for m in models}}
              for i, f in enumerate(formats)]
-    diff = acc["real"]["base"].mean(1) - acc["real"]["MC-tuned"].mean(1)  # (F,) per format
+    diff = acc["real"]["base"].mean(1) - acc["real"][MODELS[1]].mean(1)  # (F,) per format
     flips = float(np.mean(np.sign(diff[1:]) != np.sign(diff[0])))
-    notes = [f"ranking reversed against the default format in {flips:.0%} of the other "
+    above = int(np.sum(acc["real"]["base"][1:].mean(1) > CHANCE + cfg.min_other))
+    notes = [f"the other draw is {other}",
+             f"ranking reversed against the default format in {flips:.0%} of the other "
              f"{len(formats) - 1} formats",
+             f"the base organism beats chance by {cfg.min_other} in {above} of the "
+             f"{len(formats) - 1} non-default formats (raw, not cross-fitted)",
              *(f"{m}: best and worst formats picked per fold: "
                + ", ".join(f"{formats[b].name} / {formats[w].name}" for b, w in picks[m])
                for m in models)]
@@ -189,7 +223,7 @@ def _figure(ctx: Context, formats: list[Format], acc: dict[str, dict[str, np.nda
     axes[1].set_ylabel(f"accuracy ({MODELS[1]})")
     axes[1].set_xlim(0, 1.02)
     axes[1].set_ylim(0, 1.02)
-    axes[1].set_title("One point per format: above the line, the tuned model wins")
+    axes[1].set_title("One point per format: above the line, the other draw wins")
     axes[1].legend(fontsize=7)
     save_figure(fig, ctx.artifact("formats.png"))
     return "formats.png"

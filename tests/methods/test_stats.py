@@ -284,3 +284,55 @@ def test_from_draws_drops_undefined_draws_and_contains_the_point():
     empty = stats.from_draws(0.5, [math.nan, math.nan], n=2)
     assert math.isnan(empty.ci_low) and math.isnan(empty.ci_high)
     assert stats.resamples(5, 3, seed=7)[2].tolist() == stats.resamples(5, 3, seed=7)[2].tolist()
+
+
+def test_seed_cluster_bootstrap_carries_the_variance_between_training_runs():
+    # 3 training runs whose means differ by a run effect (sd 0.3), 12 clusters each with
+    # a cluster effect: resampling runs too must widen the interval well past the
+    # cluster-only one, and cover the mean of the run effects' distribution (0.5)
+    rng = np.random.default_rng(4)
+    run_effect = 0.5 + rng.normal(0, 0.3, 3)
+    values, seeds, clusters = [], [], []
+    for r, mu in enumerate(run_effect):
+        for c in range(12):
+            centre = mu + rng.normal(0, 0.05)
+            for _ in range(4):
+                values.append(centre + rng.normal(0, 0.05))
+                seeds.append(r)
+                clusters.append(c)
+    nested = stats.seed_cluster_bootstrap(values, seeds, clusters, n_boot=2000, seed=0)
+    flat = stats.clustered_bootstrap(values, [(s, c) for s, c in zip(seeds, clusters)],
+                                     n_boot=2000, seed=0)
+    assert nested.value == pytest.approx(np.mean(values))
+    assert nested.method == "bootstrap-seeds-then-clusters"
+    assert (nested.ci_high - nested.ci_low) > 3 * (flat.ci_high - flat.ci_low)
+    assert nested.ci_low < 0.5 < nested.ci_high
+    # same seed, same draws; one run reduces to resampling its clusters
+    again = stats.seed_cluster_bootstrap(values, seeds, clusters, n_boot=2000, seed=0)
+    assert again == nested
+    one = [i for i, s in enumerate(seeds) if s == 0]
+    single = stats.seed_cluster_bootstrap([values[i] for i in one], [0] * len(one),
+                                          [clusters[i] for i in one], n_boot=2000, seed=0)
+    alone = stats.clustered_bootstrap([values[i] for i in one], [clusters[i] for i in one],
+                                      n_boot=2000, seed=0)
+    assert (single.ci_high - single.ci_low) == pytest.approx(alone.ci_high - alone.ci_low,
+                                                             rel=0.25)
+
+
+def test_seed_cluster_resamples_refuse_what_cannot_be_resampled():
+    with pytest.raises(AssayError, match="two training runs or two clusters"):
+        stats.seed_cluster_resamples([0, 0], ["a", "a"], 10)
+    with pytest.raises(AssayError, match="one seed and one cluster per row"):
+        stats.seed_cluster_resamples([0, 1], ["a"], 10)
+
+
+def test_seed_cluster_rate_pools_runs_and_keeps_a_wilson_floor():
+    # two runs of 6 rows about 3 clusters: all hits in one run, none in the other
+    rate = stats.seed_cluster_rate({0: [1] * 6, 1: [0] * 6}, ["a", "a", "b", "b", "c", "c"],
+                                   "agents", seed=0)
+    assert rate.value == pytest.approx(0.5) and rate.n == 12
+    assert rate.ci_low <= 0.05 and rate.ci_high >= 0.95  # the runs disagree: the interval says so
+    assert rate.method == "bootstrap over training seeds, then agents (at least Wilson)"
+    # one run at a rate of 0: the bootstrap has no width, the Wilson floor gives it one
+    none = stats.seed_cluster_rate({0: [0] * 6}, ["a", "a", "b", "b", "c", "c"], seed=0)
+    assert none.value == 0.0 and none.ci_high == pytest.approx(stats.wilson(0, 6).ci_high)

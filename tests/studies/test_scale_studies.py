@@ -107,11 +107,17 @@ def test_compositionality_gap_counts_only_questions_with_both_hops_known(run_xs,
     assert r.verdict.status in ("supported", "not supported", "inconclusive")
     if min(r.metrics[f"both_known@d{d}"].ci_low for d in (32, 48)) <= 0.05:
         assert r.verdict.status == "inconclusive" and "cannot test" in r.verdict.statement
+    # the direct arm's share correct is one minus its gap at the largest size
+    if direct is not None:
+        assert r.metrics["direct_correct"].value == pytest.approx(1 - direct, abs=1e-3)
+    if r.metrics["direct_correct"].ci_high <= 0.05:
+        assert r.verdict.status == "inconclusive" and "cannot test" in r.verdict.statement
 
 
-def _gap_metrics(change, excess, known=(0.2, 0.4)):
+def _gap_metrics(change, excess, known=(0.2, 0.4), direct=(0.1, 0.3)):
     return {"both_known@d32": _est(*known), "both_known@d128": _est(*known),
-            "gap_change": _est(*change), "excess@scratchpad": _est(*excess)}
+            "gap_change": _est(*change), "excess@scratchpad": _est(*excess),
+            "direct_correct": _est(*direct)}
 
 
 def test_compositionality_gap_rule_is_three_way():
@@ -124,6 +130,9 @@ def test_compositionality_gap_rule_is_three_way():
     # too few questions with both hops known: inconclusive whatever the gaps read
     unknown = rule.decide(_gap_metrics((-0.3, -0.15), (0.1, 0.2), known=(0.0, 0.04)))
     assert unknown.status == "inconclusive" and "cannot test" in unknown.statement
+    # no two-hop question answered directly: a gap pinned at 1 cannot close, so no verdict
+    pinned = rule.decide(_gap_metrics((-0.05, 0.1), (-0.2, -0.05), direct=(0.0, 0.02)))
+    assert pinned.status == "inconclusive" and "answered directly" in pinned.statement
 
 
 @pytest.mark.slow
@@ -137,13 +146,14 @@ def test_scaling_laws_backtest_recovers_a_known_law_and_shuffled_losses_fail(
     law = dict(E=1.7, A=400.0, B=2000.0, alpha=0.34, beta=0.28)
     noise = np.random.default_rng(0)
 
-    def fake_runs(ctx, sizes, steps, start=0.0, share=0.5):
+    def fake_runs(ctx, sizes, steps, start=0.0, share=0.5, seeds=(0,)):
         out = []
-        for name, d, s in _ladder.ladder_runs(sizes, steps):
-            n_layer, _, d_ff = LADDER_SIZES[d]
-            N, D = n_layer * (4 * d * d + 3 * d * d_ff), s * 32 * 128
-            loss = float(chinchilla(N, D, **law) * np.exp(0.002 * noise.standard_normal()))
-            out.append((_ladder.Run(name, d, s, N, D), loss))
+        for k in seeds:
+            for name, d, s in _ladder.ladder_runs(sizes, steps):
+                n_layer, _, d_ff = LADDER_SIZES[d]
+                N, D = n_layer * (4 * d * d + 3 * d * d_ff), s * 32 * 128
+                loss = float(chinchilla(N, D, **law) * np.exp(0.002 * noise.standard_normal()))
+                out.append((_ladder.Run(f"{name}~{k}" if k else name, d, s, N, D, k), loss))
         return out
 
     import importlib
@@ -151,10 +161,20 @@ def test_scaling_laws_backtest_recovers_a_known_law_and_shuffled_losses_fail(
     study = importlib.import_module("assay.studies.scaling_laws")
     for module in (_ladder, study):  # the study imported both by name
         monkeypatch.setattr(module, "load_runs", fake_runs)
-        monkeypatch.setattr(module, "eval_loss", lambda loss, texts: loss)
-    record = run_xs("scaling-laws", {"n_texts": "20", "n_boot": "10"})
+        monkeypatch.setattr(module, "eval_loss", lambda loss, texts: 0.9 * loss)
+        monkeypatch.setattr(module, "heldout_loss", lambda loss, items: loss)
+        monkeypatch.setattr(module, "passes", lambda loss, world, mixture, tokens:
+                            {name: tokens / 1e5 for name, _ in mixture})
+    record = run_xs("scaling-laws", {"n_texts": "20", "n_boot": "10", "train_seeds": "[0, 1]"})
     r = record.result
-    assert len(r.tables["runs"]) == len(LADDER_SIZES) * len(LADDER_STEPS)
+    # two training seeds: every rung twice, each run a point of the fit
+    assert len(r.tables["runs"]) == 2 * len(LADDER_SIZES) * len(LADDER_STEPS)
+    assert sorted({row["training seed"] for row in r.tables["runs"]}) == [0, 1]
+    # the law is fitted to the held-out loss; the trained-document loss is shown beside it
+    row = r.tables["runs"][0]
+    assert row["trained-document loss"] == pytest.approx(0.9 * row["held-out loss"], abs=1e-4)
+    assert row["D / N"] == pytest.approx(row["D (tokens)"] / row["N (non-embedding)"], abs=0.06)
+    assert any(note.startswith("Regime:") for note in r.notes)
     assert r.metrics["backtest_error"].ci_high < 0.02
     assert r.metrics["alpha"].value == pytest.approx(law["alpha"], rel=0.2)
     assert r.metrics["beta"].value == pytest.approx(law["beta"], rel=0.2)
@@ -181,11 +201,12 @@ def test_induction_heads_form_with_in_context_learning_in_two_blocks_not_one(run
     two, one = r.metrics, r.control.metrics
     assert two["prefix_matching@2-block run 0"].value > 0.3   # an induction head forms
     assert two["copying@2-block run 0"].value > 0.5           # and copies what it attends to
-    assert two["icl_change@2-block run 0"].value < -0.5       # context helps, by nats
-    assert abs(two["lag@2-block run 0"].value) < 200          # at the same time
-    assert r.verdict.status in ("supported", "inconclusive")
+    # read on natural held-out text, heads trained on planted repeats make the late
+    # positions harder, not easier (0.71 [0.50, 0.91] on this machine): no in-context
+    # learning there, and the verdict says so
+    assert two["icl_change@2-block run 0"].ci_low > 0.2
+    assert r.verdict.status == "not supported"
     assert one["prefix_matching@1-block"].ci_high < 0.1        # one block cannot match prefixes
-    assert one["icl_change@1-block"].value > -0.3
     assert r.control.verdict.status == "not supported"
     assert not r.confounded
     assert [(row["model"], row["seed"]) for row in r.tables["runs"]] == [("2-block run 0", 0),
@@ -202,17 +223,22 @@ def test_induction_heads_rule_reads_every_run_and_the_control_the_one_block_mode
     spec = _spec("induction-heads")
     cfg = spec.make_config("quick", {"runs": "3"})
     reads = spec.rule(cfg).reads()
-    assert {f"{m}@2-block run {i}" for m in ("prefix_matching", "rise_ratio", "lag")
+    assert {f"{m}@2-block run {i}" for m in ("prefix_matching", "rise_ratio", "icl_change",
+                                              "lag")
             for i in range(3)} == set(reads)
     assert set(spec.control(cfg).reads()) == {"prefix_matching@1-block", "rise_ratio@1-block",
-                                              "lag@1-block"}
-    run = {"prefix_matching": _est(0.5, 0.7), "rise_ratio": _est(0.2, 0.5), "lag": _est(-50, 60)}
+                                              "icl_change@1-block", "lag@1-block"}
+    run = {"prefix_matching": _est(0.5, 0.7), "rise_ratio": _est(0.2, 0.5),
+           "icl_change": _est(-0.4, -0.2), "lag": _est(-50, 60)}
     metrics = {f"{k}@2-block run {i}": v for i in range(3) for k, v in run.items()}
     assert spec.rule(cfg).decide(metrics).status == "supported"
     late = {**metrics, "lag@2-block run 1": _est(100, 200)}  # crosses the 150-step window
     assert spec.rule(cfg).decide(late).status == "inconclusive"
     weak = {**late, "prefix_matching@2-block run 2": _est(0.05, 0.1)}  # no head in one run
     assert spec.rule(cfg).decide(weak).status == "not supported"
+    # heads that form on time but make natural text harder late in the window: no ICL
+    hurts = {**metrics, "icl_change@2-block run 0": _est(0.5, 0.9)}
+    assert spec.rule(cfg).decide(hurts).status == "not supported"
 
 
 @pytest.mark.parametrize("sets, message", [({"span": "100"}, "half the context"),
