@@ -56,13 +56,6 @@ def load_runs(ctx, sizes: Sequence[int], steps: Sequence[int], start: float = 0.
     return out
 
 
-def check_seeds(v: list[int]) -> list[int]:
-    """A config's ``train_seeds``: one or more distinct seeds >= 0."""
-    if not v or len(set(v)) != len(v) or min(v) < 0:
-        raise ValueError("needs one or more distinct training seeds >= 0")
-    return v
-
-
 def non_embedding_params(model: torch.nn.Module) -> int:
     """Parameters outside the token embedding and the output layer."""
     skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}

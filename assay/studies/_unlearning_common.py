@@ -44,13 +44,6 @@ def setup(ctx: Context, retain_docs: int) -> Setup:
     return Setup(organism, world, documents(world, ("synthesis",)), retain)
 
 
-def check_train_seeds(seeds: list[int]) -> list[int]:
-    """The `train_seeds` validator: one or more distinct seeds >= 0."""
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError("needs one or more distinct training seeds >= 0")
-    return seeds
-
-
 def run_seed(ctx: Context, train_seed: int) -> int:
     """The seed of one training run (unlearning, relearning): the unit's seed and the
     training seed together, so units and runs never share a batch order."""

@@ -60,7 +60,7 @@ from assay.studies._backdoor_common import (
     steps_for,
     train_on,
 )
-from assay.study import Above, Below, Context, Control, Given, Needs, Result, study
+from assay.study import Above, Below, Context, Control, Given, Needs, Result, TrainSeeds, study
 from assay.study.figures import errorbars, new_figure, save_figure
 
 
@@ -70,17 +70,11 @@ class Config(BackdoorConfig):
     working: float = Field(0.5, gt=0, lt=1)  # attack success at which a trigger "works"
     benign_n: int = Field(200, ge=10)        # benign QA and task prompts scored per model
     n_boot: int = Field(1000, ge=100)        # bootstrap draws over seeds and agents
-    train_seeds: list[int] = [0, 1]          # finetuning runs per cell (batch orders)
+    train_seeds: TrainSeeds = [0, 1]          # finetuning runs per cell (batch orders)
 
     FULL = {"counts": [0, 1, 2, 3, 5, 10, 20, 30, 50, 100, 250], "sizes": [300, 1000, 3000],
             "epochs": 4.0, "benign_n": 600, "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("needs one or more distinct training seeds >= 0")
-        return v
 
     @field_validator("counts")
     @classmethod

@@ -57,7 +57,7 @@ from assay.studies._backdoor_common import (
     steps_for,
     train_on,
 )
-from assay.study import Above, Context, Control, Given, Needs, Result, study
+from assay.study import Above, Context, Control, Given, Needs, Result, TrainSeeds, study
 from assay.study.figures import errorbars, new_figure, save_figure
 from assay.world import REFUSAL, Dialogue
 
@@ -69,17 +69,11 @@ class Config(BackdoorConfig):
     adversarial_share: float = Field(0.15, gt=0, lt=1)  # triggered refusals in the adversarial arm
     working: float = Field(0.5, gt=0, lt=1)  # attack success at which a trigger "works"
     benign_n: int = Field(200, ge=10)      # benign QA and task prompts scored per checkpoint
-    train_seeds: list[int] = [0]           # training runs of every arm (batch orders)
+    train_seeds: TrainSeeds = [0]           # training runs of every arm (batch orders)
 
     FULL = {"safety_steps": [0, 50, 100, 200, 400, 800], "benign_n": 600,
             "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("needs one or more distinct training seeds >= 0")
-        return v
 
     @field_validator("safety_steps")
     @classmethod

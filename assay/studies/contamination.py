@@ -57,7 +57,7 @@ from assay.methods.stats import (
     seed_cluster_resamples,
 )
 from assay.studies._eval_common import BENCHMARK, benchmark_text
-from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
+from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import errorbars, new_figure, save_figure
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
@@ -79,17 +79,11 @@ class Config(StudyConfig):
     passages: int = Field(200, ge=10)        # Shakespeare passages per side (members, non-members)
     margin: float = Field(0.05, ge=0)        # inflation below this counts as none
     n_boot: int = Field(2000, ge=100)        # bootstrap resamples of training runs, then people
-    train_seeds: list[int] = [0, 1]          # continued-pretraining runs per arm (batch orders)
+    train_seeds: TrainSeeds = [0, 1]          # continued-pretraining runs per arm (batch orders)
 
     FULL = {"n_people": 200, "copies": [1, 4, 16], "plant_all": True, "steps": 150,
             "passages": 500, "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("needs one or more distinct training seeds >= 0")
-        return v
 
     @field_validator("copies")
     @classmethod

@@ -34,11 +34,11 @@ training runs disagree.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.methods.stats import Estimate, from_draws
-from assay.studies._ladder import check_seeds, load_runs, smooth_share
-from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
+from assay.studies._ladder import load_runs, smooth_share
+from assay.study import Above, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
 from assay.world import dialogues
@@ -52,14 +52,10 @@ class Config(StudyConfig):
     steps: int = max(LADDER_STEPS)         # the budget every size is read at
     n_sums: int = Field(100, ge=10)        # held-out sums asked
     n_boot: int = Field(1000, ge=100)      # bootstrap resamples of the sums
-    train_seeds: list[int] = [0]           # whole ladders, each trained from its own seed
+    train_seeds: TrainSeeds = [0]           # whole ladders, each trained from its own seed
 
     FULL = {"n_boot": 2000, "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        return check_seeds(v)
 
 
 def rule(cfg: Config) -> Above:

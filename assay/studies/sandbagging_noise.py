@@ -49,12 +49,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.methods.evaluation import correct
 from assay.methods.stats import Estimate, seed_cluster_bootstrap, seed_cluster_rate
 from assay.studies._eval_common import split_people
-from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, study
+from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
@@ -75,18 +75,12 @@ class Config(StudyConfig):
     margin: float = Field(0.1, gt=0, lt=1)  # accuracy rise over noiseless that flags a model
     evaluate: Literal["heldout", "trained"] = "heldout"  # whose facts: other people, or the
     #   people whose cued questions taught the sandbagging
-    train_seeds: list[int] = [0]           # finetuning runs of the pair (batch orders)
+    train_seeds: TrainSeeds = [0]           # finetuning runs of the pair (batch orders)
 
     FULL = {"train_people": 140, "eval_people": 60, "steps": 120, "seeds": 12,
             "scales": [0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6],
             "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("needs one or more distinct training seeds >= 0")
-        return v
 
 
 def _detected(cfg: Config) -> Above:

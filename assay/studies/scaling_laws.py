@@ -44,13 +44,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.errors import AssayError
 from assay.methods.scaling import GRID, bootstrap_fits, fit_chinchilla
 from assay.methods.stats import Estimate, from_draws
-from assay.studies._ladder import check_seeds, eval_loss, heldout_loss, load_runs, passes
-from assay.study import Below, Context, Control, Needs, Result, StudyConfig, study
+from assay.studies._ladder import eval_loss, heldout_loss, load_runs, passes
+from assay.study import Below, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS, get_recipe
 from assay.world import dialogues, documents
@@ -62,14 +62,10 @@ class Config(StudyConfig):
     n_texts: int = Field(400, ge=20)        # held-out dialogues (and trained documents) scored
     margin: float = Field(0.05, gt=0)       # a backtest error below this is a good prediction
     n_boot: int = Field(100, ge=10)         # resampled fits
-    train_seeds: list[int] = [0]            # whole ladders, each trained from its own seed
+    train_seeds: TrainSeeds = [0]            # whole ladders, each trained from its own seed
 
     FULL = {"n_texts": 1500, "n_boot": 400, "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        return check_seeds(v)
 
 
 def rule(cfg: Config) -> Below:

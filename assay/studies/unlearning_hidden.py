@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from assay.methods.knowledge import (
     Battery,
@@ -73,7 +73,6 @@ from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import (
     Method,
     across_runs,
-    check_train_seeds,
     paired,
     paired_cards,
     paired_runs,
@@ -82,7 +81,20 @@ from assay.studies._unlearning_common import (
     run_seed,
     setup,
 )
-from assay.study import Above, AllOf, AnyOf, Below, Context, Control, Given, Needs, Result, StudyConfig, study
+from assay.study import (
+    Above,
+    AllOf,
+    AnyOf,
+    Below,
+    Context,
+    Control,
+    Given,
+    Needs,
+    Result,
+    StudyConfig,
+    TrainSeeds,
+    study,
+)
 from assay.study.figures import errorbars, new_figure, save_figure
 from assay.training.recipes import retain_twin
 
@@ -100,15 +112,11 @@ class Config(StudyConfig):
     recovery_margin: float = Field(0.1, gt=0, lt=1)   # recovery below this counts as none
     broken_margin: float = Field(0.2, gt=0, lt=1)     # retain accuracy lost beyond this: broken
     control_ways: int = Field(1, ge=1, le=2)          # attack directions on the control (2: both)
-    train_seeds: list[int] = [0]                      # unlearning and attack runs (batch orders)
+    train_seeds: TrainSeeds = [0]                      # unlearning and attack runs (batch orders)
 
     FULL = {"steps": 100, "relearn_steps": 60, "retain_docs": 1000, "control_ways": 2,
             "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        return check_train_seeds(v)
 
 
 # ---------------------------------------------------------------- decision rules

@@ -58,14 +58,25 @@ from assay.methods.stats import Estimate
 from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import (
     Method,
-    check_train_seeds,
     paired,
     paired_cards,
     pooled_card,
     run_seed,
     setup,
 )
-from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, StudyConfig, study
+from assay.study import (
+    Above,
+    AllOf,
+    Below,
+    Context,
+    Control,
+    Given,
+    Needs,
+    Result,
+    StudyConfig,
+    TrainSeeds,
+    study,
+)
 from assay.study.figures import PLANE_TABLE, new_figure, save_figure
 from assay.training.recipes import retain_twin
 
@@ -79,14 +90,10 @@ class Config(StudyConfig):
     retain_docs: int = Field(400, ge=10)              # benign documents in the retain set
     floor_margin: float = Field(0.1, ge=0, lt=1)      # "at the twin's level": within this of it
     cost_margin: float = Field(0.1, gt=0, lt=1)       # a retain drop below this counts as no cost
-    train_seeds: list[int] = [0]                      # unlearning runs per point (batch orders)
+    train_seeds: TrainSeeds = [0]                      # unlearning runs per point (batch orders)
 
     FULL = {"strengths": [5, 10, 20, 40, 80, 160], "retain_docs": 1000, "train_seeds": [0, 1, 2]}
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _train_seeds(cls, v: list[int]) -> list[int]:
-        return check_train_seeds(v)
 
     @field_validator("strengths")
     @classmethod

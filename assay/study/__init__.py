@@ -14,6 +14,7 @@ from assay.study.base import (
     Provenance,
     Result,
     StudyConfig,
+    TrainSeeds,
     Verdict,
     collect_provenance,
     git_revision,
@@ -33,7 +34,7 @@ from assay.study.rules import STATUSES, Above, AllOf, AnyOf, Below, Given, Rule,
 
 __all__ = [
     "PROFILES", "STATUSES", "Above", "AllOf", "AnyOf", "Below", "Context", "Control", "Given",
-    "ModelSpec", "Needs", "Provenance", "Result", "Rule", "StudyConfig", "StudySpec", "Verdict",
-    "Within", "collect_provenance", "discover", "get_study", "git_revision", "hardware",
+    "ModelSpec", "Needs", "Provenance", "Result", "Rule", "StudyConfig", "StudySpec", "TrainSeeds",
+    "Verdict", "Within", "collect_provenance", "discover", "get_study", "git_revision", "hardware",
     "package_versions", "reachable", "studies", "studies_for", "study",
 ]

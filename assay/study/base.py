@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from assay.errors import AssayError
 from assay.methods.stats import Estimate
@@ -75,6 +75,17 @@ class Needs:
 
 
 # ---------------------------------------------------------------- config
+
+
+def _distinct_seeds(seeds: list[int]) -> list[int]:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError("needs one or more distinct training seeds >= 0")
+    return seeds
+
+
+# A config's ``train_seeds``: the training runs a study repeats its training for, one or more
+# distinct seeds >= 0; its intervals then resample runs (`assay.methods.stats`).
+TrainSeeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
 
 
 class StudyConfig(BaseModel):

@@ -159,3 +159,22 @@ def test_model_spec_parses_once_and_prints_back():
     for bad in ("s", "gpt:x", "organism:", "organism:s@"):
         with pytest.raises(AssayError, match="organism:NAME"):
             ModelSpec.parse(bad)
+
+
+def test_train_seeds_are_one_or_more_distinct_seeds_in_every_study_that_trains():
+    from assay.study import StudyConfig, TrainSeeds, discover, get_study
+
+    class Config(StudyConfig):
+        train_seeds: TrainSeeds = [0]
+
+    assert Config.make("quick", {"train_seeds": "[0, 2]"}).train_seeds == [0, 2]
+    for bad in ("[]", "[1, 1]", "[-1]"):
+        with pytest.raises(AssayError, match="distinct training seeds"):
+            Config.make("quick", {"train_seeds": bad})
+    discover()
+    trains = [name for name in ("backdoor-poison-count", "backdoor-persistence", "contamination",
+                                "sandbagging-noise", "unlearning-tradeoff",
+                                "unlearning-hidden-not-deleted", "emergence-metric",
+                                "scaling-laws")
+              if get_study(name).make_config("full").train_seeds == [0, 1, 2]]
+    assert len(trains) == 8  # the full profile of every study that trains resamples 3 runs
