@@ -31,6 +31,7 @@ from assay.errors import AssayError
 
 __all__ = [
     "Estimate", "TestResult", "auroc", "bootstrap", "cluster_resamples", "clustered_auroc",
+    "crossed_resamples",
     "clustered_bootstrap", "clustered_mean_draws", "exact", "from_draws", "paired_auroc_gap",
     "paired_bootstrap", "paired_difference", "rate", "resamples", "seed_cluster_bootstrap",
     "seed_cluster_rate", "seed_cluster_resamples", "two_proportion_test",
@@ -250,6 +251,17 @@ def cluster_resamples(clusters: Sequence[Hashable], n_boot: int, seed: int | Non
         out.append((np.concatenate([members[c] for c in pick]),
                     np.concatenate([np.full(members[c].size, k) for k, c in enumerate(pick)])))
     return out
+
+
+def crossed_resamples(runs: int, n: int, n_boot: int, seed: int | None = 0
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_boot`` bootstrap draws of (training runs, items) for a crossed design, where every
+    run is scored on the same ``n`` items: runs and items are each resampled with
+    replacement (with one run, only the items). Index the (runs, ..., items) scores with
+    both arrays and pass each draw's statistic to `from_draws`."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, runs, runs) if runs > 1 else np.zeros(1, int),
+             rng.integers(0, n, n)) for _ in range(n_boot)]
 
 
 def seed_cluster_resamples(seeds: Sequence[Hashable], clusters: Sequence[Hashable],

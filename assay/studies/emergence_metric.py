@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from assay.methods.stats import Estimate, from_draws
+from assay.methods.stats import Estimate, crossed_resamples, from_draws
 from assay.studies._ladder import load_runs, smooth_share
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
@@ -84,7 +84,7 @@ def run(cfg: Config, ctx: Context) -> Result:
             [1 - _edit(r.strip(), d.assistant) for r, d in zip(replies, sums)]))
     k = len(cfg.train_seeds)
     curves = {m: np.stack(v).reshape(k, len(sizes), -1) for m, v in scores.items()}  # (K, S, n)
-    draws = _crossed(k, len(sums), cfg.n_boot, ctx.seed)
+    draws = crossed_resamples(k, len(sums), cfg.n_boot, ctx.seed)
     method = "bootstrap (sums)" if k == 1 else "bootstrap (training seeds x sums)"
 
     def share(metric: str, idx) -> float:
@@ -113,13 +113,6 @@ def run(cfg: Config, ctx: Context) -> Result:
                         condition="1 - edit distance in place of exact match"),
         figures=[_figure(ctx, runs[:len(sizes)], curves)])
 
-
-def _crossed(k: int, n: int, n_boot: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bootstrap draws of (training seeds, items), each resampled with replacement; with one
-    seed only the items are resampled."""
-    rng = np.random.default_rng(seed)
-    return [(rng.integers(0, k, k) if k > 1 else np.zeros(1, int), rng.integers(0, n, n))
-            for _ in range(n_boot)]
 
 
 def _edit(a: str, b: str) -> float:

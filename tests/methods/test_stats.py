@@ -336,3 +336,12 @@ def test_seed_cluster_rate_pools_runs_and_keeps_a_wilson_floor():
     # one run at a rate of 0: the bootstrap has no width, the Wilson floor gives it one
     none = stats.seed_cluster_rate({0: [0] * 6}, ["a", "a", "b", "b", "c", "c"], seed=0)
     assert none.value == 0.0 and none.ci_high == pytest.approx(stats.wilson(0, 6).ci_high)
+
+
+def test_crossed_resamples_draw_runs_and_items_apart():
+    draws = stats.crossed_resamples(3, 10, 200, seed=0)
+    assert len(draws) == 200
+    assert all(r.shape == (3,) and i.shape == (10,) for r, i in draws)
+    assert {int(x) for r, _ in draws for x in r} == {0, 1, 2}  # runs are resampled too
+    one = stats.crossed_resamples(1, 10, 5, seed=0)
+    assert all((r == 0).all() and r.shape == (1,) for r, _ in one)  # one run: items only
