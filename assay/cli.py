@@ -155,12 +155,22 @@ def run_cmd(
                                    "model on organism replicates NAME, NAME~1 .. NAME~N-1 "
                                    "(default: 1 for quick, 3 for full on an organism)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override key=value (repeatable)."),
+    grid: list[str] = typer.Option(None, "--grid", help="Sweep a config key: key=a,b,c, one "
+                                   "unit per value (repeatable: every combination)."),
     store: str = _store_option(),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
     as_json: bool = typer.Option(False, "--json", help="Print finished units as JSON."),
+    executor: str = typer.Option("local", "--executor", help="local (one unit at a time in "
+                                 "this process) or ray (units as Ray tasks)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to join (auto or "
+                                "HOST:PORT); default: start one on this machine."),
+    workers: int = typer.Option(None, "--workers", help="Ray: units computed at once "
+                                "(default: CPUs // threads)."),
+    threads: int = typer.Option(None, "--threads", help="Torch threads per unit (default: "
+                                "torch's own for local, 1 for ray)."),
 ):
     """Run studies into the result store (finished units are never recomputed), then report."""
-    from assay.runner import Store, default_store, execute, make_display, parse_sets, plan
+    from assay.runner import Store, default_store, execute, make_display, parse_grid, parse_sets, plan
 
     if n_seeds is not None and seed:
         raise AssayError("give either --seeds N or --seed S (repeatable), not both")
@@ -170,12 +180,30 @@ def run_cmd(
     seeds = list(range(n_seeds)) if n_seeds is not None else (list(seed) if seed else default)
     if replicates is None:
         replicates = FULL_REPLICATES if profile == "full" and model.startswith("organism:") else 1
+    if executor not in ("local", "ray"):
+        raise AssayError(f"unknown --executor {executor!r}: use local or ray")
+    if executor == "local" and (address or workers):
+        raise AssayError("--address and --workers are for --executor ray: add --executor ray")
+    for name, value in (("--threads", threads), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise AssayError(f"bad {name} {value}: give 1 or more")
     units = plan(study_ids or (), model=model, profile=profile, seeds=seeds,
-                 sets=parse_sets(sets or []), replicates=replicates)
+                 sets=parse_sets(sets or []), replicates=replicates,
+                 grid=parse_grid(grid or []))
+    if executor == "ray":
+        from assay.runner.distributed import _ray
+
+        _ray()  # not installed: one line now, before the store opens
     # every input error is raised above, before the store opens
     with Store(store or default_store()) as db:
         with make_display(err) as display:
-            records = execute(units, db, display)
+            if executor == "ray":
+                from assay.runner.distributed import execute_ray
+
+                records = execute_ray(units, db, display, address=address, workers=workers,
+                                      threads=threads or 1)
+            else:
+                records = execute(units, db, display, threads=threads)
         path = None
         if report:
             from assay.report import write_report
@@ -222,10 +250,15 @@ def show_cmd(study_id: str = typer.Argument(..., metavar="STUDY"),
     if not records:
         out.print(f"no stored units of {study_id}: run `assay run {study_id}`")
         return
+    from rich.markup import escape
+
     for r in records:
-        out.print(f"[bold]{r.study}[/] model {r.model} · {r.profile} · seed {r.seed} · "
+        out.print(f"[bold]{r.study}[/] model {escape(r.model)} · {r.profile} · seed {r.seed} · "
                   f"{r.status}" + (f" · {r.wall_seconds:.1f} s" if r.wall_seconds else ""),
                   highlight=False)
+        if not r.intact:
+            out.print("  its folder is missing from the store: `assay run` computes it again",
+                      highlight=False, markup=False)
         if r.result is None:
             out.print(f"  error: {(r.error or '').splitlines()[0] if r.error else '?'}",
                       highlight=False, markup=False)

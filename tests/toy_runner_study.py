@@ -14,6 +14,7 @@ smallest the default detects with 80% power.
 """
 
 import os
+import signal
 
 from assay.methods.stats import wilson
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
@@ -26,6 +27,7 @@ class Config(StudyConfig):
     fail_seed: int = -1   # this seed raises
     block_seed: int = -1  # this seed waits mid-unit for a line on the FIFO `fifo`
     fifo: str = ""
+    die_once: str = ""    # marker file: the first process to get here creates it and is killed
     reply: str = "heads"  # text shown in the report's sample table
     figure: bool = False  # also draw a figure
 
@@ -52,6 +54,9 @@ def run(cfg: Config, ctx: Context) -> Result:
     if ctx.seed == cfg.block_seed and cfg.fifo:
         with open(cfg.fifo) as f:  # blocks until the test opens the FIFO for writing
             f.read()
+    if cfg.die_once and not os.path.exists(cfg.die_once):
+        open(cfg.die_once, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-unit, as a crash would
     heads = int((ctx.rng.random(cfg.n) < cfg.p).sum())
     est = wilson(heads, cfg.n)
     fair = wilson(int((ctx.rng.random(cfg.n) < 0.5).sum()), cfg.n)

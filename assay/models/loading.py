@@ -106,7 +106,8 @@ def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
     if not allow_pickle:
         raise AssayError(
             f"{spec} holds only pickle checkpoints ({', '.join(pickles)}), which can run code "
-            "when loaded; convert to safetensors or pass allow_pickle=True (--allow-pickle)"
+            "when loaded; convert them to safetensors (model.save_pretrained(folder, "
+            "safe_serialization=True)), or in Python pass allow_pickle=True"
         )
     logger.warning("%s: loading pickle checkpoints (%s) because allow_pickle=True", spec, ", ".join(pickles))
 

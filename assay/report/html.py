@@ -12,6 +12,7 @@ import io
 import math
 import os
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,16 @@ def render_report(store: Store) -> str:
 def write_report(store: Store, out: str | Path | None = None) -> Path:
     """Write the report atomically (temporary file, then rename); returns its path."""
     path = Path(out) if out is not None else store.root / "report.html"
+    if path.is_dir():
+        raise AssayError(f"--out {path} is a folder: give a file name, e.g. {path / 'report.html'}")
     html = render_report(store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_stale(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    except OSError as err:
+        raise AssayError(f"cannot write the report in {path.parent} ({err.strerror or err}): "
+                         "give a writable --out") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(html)
@@ -125,6 +133,19 @@ def write_report(store: Store, out: str | Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _clear_stale(folder: Path, older_than: float = 3600.0) -> None:
+    """Remove temporary reports that a killed writer left (only old ones: another process
+    may be writing one right now)."""
+    now = time.time()
+    for tmp in folder.glob(".report-*.html"):
+        try:
+            if now - tmp.stat().st_mtime > older_than or tmp.stat().st_size == 0 and \
+                    now - tmp.stat().st_mtime > 60:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def _organism_cards(done: list[Record]) -> list[dict[str, Any]]:

@@ -64,21 +64,21 @@ class PlainDisplay:
 
 
 class LiveDisplay:
-    """A rich display: units done / running / queued with an ETA, and the running unit's bar."""
+    """A rich display: units done / running / queued with an ETA, and a bar per running unit
+    (several at once when an executor runs units side by side)."""
 
     def __init__(self, console) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
         self.console = console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                            console=console, transient=True)
+        self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                            TaskProgressColumn(), TextColumn("{task.fields[status]}", markup=False),
+                            TimeElapsedColumn(), console=console, transient=True)
         self.n = 0
         self.done = 0
         self.computed: list[float] = []
         self._units = None
-        self._current = None
-        self._started = 0.0
+        self._running: dict[str, tuple[int, float]] = {}  # unit key -> (bar task, start time)
 
     def __enter__(self) -> LiveDisplay:
         self.bar.start()
@@ -88,29 +88,35 @@ class LiveDisplay:
         self.bar.stop()
 
     def _status(self) -> str:
-        queued = self.n - self.done - (1 if self._current is not None else 0)
-        running = 1 if self._current is not None else 0
+        running = len(self._running)
+        queued = self.n - self.done - running
         eta = ""
         if self.computed:
-            left = queued * sum(self.computed) / len(self.computed)
-            if self._current is not None:
-                left += max(0.0, sum(self.computed) / len(self.computed)
-                            - (time.monotonic() - self._started))
+            mean = sum(self.computed) / len(self.computed)
+            now = time.monotonic()
+            left = queued * mean + sum(max(0.0, mean - (now - t)) for _, t in self._running.values())
+            left /= max(1, running)  # units side by side share the remaining time
             eta = f" · ETA {int(left // 60)}m{int(left % 60):02d}s"
         return f"{self.done} done · {running} running · {queued} queued{eta}"
 
     def _refresh(self) -> None:
         self.bar.update(self._units, completed=self.done, status=self._status())
 
+    def _print(self, style: str, word: str, unit: Unit, outcome: str) -> None:
+        from rich.text import Text
+
+        line = Text(word, style=style)
+        line.append(f"  {unit.label}: {outcome}")  # labels and errors are never read as markup
+        self.console.print(line, highlight=False)
+
     def planned(self, units: Sequence[Unit]) -> None:
         self.n = len(units)
-        self._units = self.bar.add_task("[bold]units", total=self.n, status="")
+        self._units = self.bar.add_task("units", total=self.n, status="")
         self._refresh()
 
     def skipped(self, unit: Unit, record: Record) -> None:
         self.done += 1
-        self.console.print(f"[dim]stored[/dim]  {unit.label}: {_outcome(record)}", markup=True,
-                           highlight=False)
+        self._print("dim", "stored", unit, _outcome(record))
         self._refresh()
 
     def waiting(self, units: Sequence[Unit]) -> None:
@@ -118,23 +124,22 @@ class LiveDisplay:
                         "held by another run")
 
     def started(self, unit: Unit) -> None:
-        self._started = time.monotonic()
-        self._current = self.bar.add_task(unit.label, total=1.0, status="starting")
+        task = self.bar.add_task(unit.label, total=1.0, status="starting")
+        self._running[unit.key] = (task, time.monotonic())
         self._refresh()
 
     def progress(self, unit: Unit, message: str, fraction: float) -> None:
-        if self._current is not None:
-            self.bar.update(self._current, completed=fraction, status=message[:60])
+        if unit.key in self._running:
+            self.bar.update(self._running[unit.key][0], completed=fraction, status=message[:60])
 
     def finished(self, unit: Unit, record: Record) -> None:
-        if self._current is not None:
-            self.bar.remove_task(self._current)
-            self._current = None
+        if unit.key in self._running:
+            task, started = self._running.pop(unit.key)
+            self.bar.remove_task(task)
+            self.computed.append(time.monotonic() - started)
         self.done += 1
-        self.computed.append(time.monotonic() - self._started)
         style = "red" if record.status == "failed" else "green"
-        self.console.print(f"[{style}]{record.status}[/{style}]  {unit.label}: "
-                           f"{_outcome(record)}", markup=True, highlight=False)
+        self._print(style, record.status, unit, _outcome(record))
         self._refresh()
 
 

@@ -7,6 +7,7 @@ value, bad seeds) is caught here, before the store is touched.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from assay.errors import AssayError
 from assay.models import ModelSpec, check_spec
 from assay.study import StudySpec, discover, get_study
 
-__all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_sets", "plan"]
+__all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_grid", "parse_sets", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Unit:
     model: ModelSpec           # the parsed model spec, e.g. organism:s
     model_key: str             # the spec plus its version (organism recipe hash)
     seed: int
+    point: tuple[tuple[str, str], ...] = ()  # the --grid values that made it (shown, not keyed)
 
     @property
     def key(self) -> str:
@@ -52,7 +54,8 @@ class Unit:
 
     @property
     def label(self) -> str:
-        return f"{self.study} seed={self.seed} model={self.model}"
+        swept = "".join(f" {k}={v}" for k, v in self.point)
+        return f"{self.study}{swept} seed={self.seed} model={self.model}"
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
@@ -64,6 +67,31 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
             raise AssayError(f"bad --set {pair!r}: write key=value, e.g. --set steps=40")
         sets[key.strip()] = value
     return sets
+
+
+def parse_grid(pairs: Sequence[str]) -> dict[str, list[str]]:
+    """``["k=a,b,c", ...]`` -> ``{k: [a, b, c]}``: config values to sweep, one unit each."""
+    grid: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        key = key.strip()
+        choices = [v.strip() for v in values.split(",")]
+        if not sep or not key or not all(choices):
+            raise AssayError(f"bad --grid {pair!r}: write key=a,b,c, e.g. --grid steps=20,40,80")
+        if key in grid:
+            raise AssayError(f"--grid names {key} twice: give its values once, comma-separated")
+        grid[key] = list(dict.fromkeys(choices))
+    return grid
+
+
+def _sweep(sets: Mapping[str, str], grid: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, each on top of the fixed ``sets``."""
+    clash = sorted(set(sets) & set(grid))
+    if clash:
+        raise AssayError(f"{', '.join(clash)} given both by --set and by --grid: keep one")
+    keys = list(grid)
+    return [{**sets, **dict(zip(keys, values))}
+            for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def replicate_models(model: ModelSpec, replicates: int) -> list[ModelSpec]:
@@ -84,7 +112,8 @@ def replicate_models(model: ModelSpec, replicates: int) -> list[ModelSpec]:
 
 def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
          profile: str = "quick", seeds: Sequence[int] = (0,),
-         sets: Mapping[str, str] | None = None, replicates: int = 1) -> list[Unit]:
+         sets: Mapping[str, str] | None = None, replicates: int = 1,
+         grid: Mapping[str, Sequence[str]] | None = None) -> list[Unit]:
     """The units of one ``assay run``: every study x replicate x seed, validated, in a
     stable order.
 
@@ -94,6 +123,7 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
     study named, such studies are left out (and listed in the log). ``replicates`` > 1 runs
     each study that reads the model on that many replicates of the organism
     (`replicate_models`); a study that trains its own models (``Needs.model`` False) runs once.
+    ``grid`` sweeps config keys over values (`parse_grid`): one unit per combination.
     """
     import assay.training  # noqa: F401  (registers the organism: scheme)
 
@@ -118,10 +148,15 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
         log.warning("skipped: %s", why)
     if not specs:
         raise AssayError(f"no registered study can run on {model}: {next(iter(unmet.values()))}")
-    units = []
+    sweep = _sweep(dict(sets or {}), grid or {})
+    units: dict[str, Unit] = {}  # two grid values that parse alike make one unit
     for spec in specs:
-        config = spec.make_config(profile, sets).model_dump(mode="json")
         runs_on = models if spec.needs.model else [(model, model_key)]
-        units.extend(Unit(spec.id, profile, config, m, key, int(seed))
-                     for m, key in runs_on for seed in dict.fromkeys(seeds))
-    return units
+        for point in sweep:
+            config = spec.make_config(profile, point).model_dump(mode="json")
+            shown = tuple((k, point[k]) for k in (grid or {}))
+            for m, key in runs_on:
+                for seed in dict.fromkeys(seeds):
+                    unit = Unit(spec.id, profile, config, m, key, int(seed), shown)
+                    units.setdefault(unit.key, unit)
+    return list(units.values())

@@ -17,6 +17,7 @@ the folder when the rename had already happened). Claims take SQLite's write loc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS units (
 );
 CREATE INDEX IF NOT EXISTS units_study ON units (study, status);
 """
+log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 STALE_SECONDS = 300.0  # a claim from another host with no heartbeat for this long is abandoned
 
@@ -83,6 +85,11 @@ class Record:
     finished: float | None
     wall_seconds: float | None
     folder: Path
+
+    @property
+    def intact(self) -> bool:
+        """False when a done unit's folder has gone missing (the next run recomputes it)."""
+        return self.status != "done" or (self.folder / RESULT_FILE).is_file()
 
     @property
     def artifacts(self) -> list[str]:
@@ -128,16 +135,24 @@ class Store:
                              "or point --store at the folder it wrote")
         if self.root.exists() and not self.root.is_dir():
             raise AssayError(f"store path {self.root} is a file: give a folder with --store")
-        (self.root / "units").mkdir(parents=True, exist_ok=True)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            (self.root / "units").mkdir(exist_ok=True)  # only beside a store that opened
         except sqlite3.DatabaseError as err:
+            if "readonly" in str(err) or "unable to open" in str(err):
+                raise AssayError(f"cannot write the result store {self.root} ({err}): give a "
+                                 "writable folder with --store") from None
             raise AssayError(f"{self.path} is not a readable assay store ({err}); move it "
                              "aside and rerun, or point --store at another folder") from None
+        except OSError as err:
+            raise AssayError(f"cannot use {self.root} as the result store "
+                             f"({err.strerror or err}): give a writable folder with --store") \
+                from None
 
     def close(self) -> None:
         self._db.close()
@@ -194,8 +209,11 @@ class Store:
                 status = "queued"
             else:
                 status, owner, heartbeat = row
-                if status == "done":
+                if status == "done" and (self.unit_dir(unit.key) / RESULT_FILE).is_file():
                     return "done"
+                if status == "done":  # its folder was deleted by hand: compute it again
+                    log.warning("unit %s (%s) is marked done but its folder is gone; "
+                                "recomputing it", unit.key, unit.study)
                 if status == "running" and owner != self.owner and _alive(owner, heartbeat, now):
                     return "busy"
                 if status == "running" and self._recover(db, unit.key, now):

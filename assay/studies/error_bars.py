@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from assay.errors import AssayError
 from assay.methods.evaluation import correct, mean_se, paired_se
 from assay.methods.stats import Estimate, cluster_resamples, from_draws, paired_bootstrap, wilson
 from assay.studies._eval_common import mc_tune, person_codes, split_people
@@ -134,6 +135,10 @@ def run(cfg: Config, ctx: Context) -> Result:
     ctx.report("standard errors and power", 0.8)
 
     x = scores[name]
+    if x.std() == 0:
+        raise AssayError(f"{name} answers all {x.size} items {'right' if x[0] else 'wrong'}, so "
+                         "there is no standard error to compare: evaluate more people "
+                         "(--set n_people=...) or a model that makes some errors")
     by_person = person_codes(items)
     by_template = _codes(np.array([it.template_id for it in items]))
     rng = np.random.default_rng(ctx.seed)

@@ -193,6 +193,7 @@ class Provenance(BaseModel):
     profile: str               # quick or full
     model: str                 # the model spec the study ran on
     organisms: dict[str, str]  # organism name -> recipe hash, for every organism used
+    weights: dict[str, str] = {}  # organism name -> SHA-256 of the weights the unit loaded
     packages: dict[str, str]   # package -> version ("not installed" when missing)
     git_revision: str          # commit of the working tree, "-dirty" if changed, or "unknown"
     hardware: dict[str, Any]   # platform, python, cpus, torch threads, cuda device
@@ -284,12 +285,14 @@ def collect_provenance(
     profile: str,
     model: str,
     organisms: Mapping[str, str] | None = None,
+    weights: Mapping[str, str] | None = None,
     wall_seconds: float = 0.0,
     flops: float | None = None,
 ) -> Provenance:
     """The provenance of one run: the given facts plus packages, git revision and hardware."""
     body = config.model_dump(mode="json") if isinstance(config, StudyConfig) else dict(config)
     return Provenance(config=body, seed=seed, profile=profile, model=model,
-                      organisms=dict(organisms or {}), packages=package_versions(),
+                      organisms=dict(organisms or {}), weights=dict(weights or {}),
+                      packages=package_versions(),
                       git_revision=git_revision(), hardware=hardware(),
                       wall_seconds=wall_seconds, flops=flops)

@@ -34,7 +34,13 @@ class Context:
     ``model`` is the unit's parsed `ModelSpec`; `lm` loads it, `organism` loads any other
     organism (a retain-only control, an earlier stage), `world` builds an organism's world and
     `recipe` names the unit's organism recipe.
+
+    ``fetch`` (class-wide) is how a worker without a shared organism cache gets one: called
+    with an organism name, it returns the packed stage (`assay.training.organisms.pack`) from
+    wherever the organism was trained; None trains missing organisms here.
     """
+
+    fetch: Callable[[str], dict[str, bytes]] | None = None
 
     def __init__(self, seed: int, artifacts: str | Path, model: str | ModelSpec = "organism:s",
                  progress: ProgressFn | None = None) -> None:
@@ -44,6 +50,7 @@ class Context:
         self.progress = progress
         self.rng: np.random.Generator = np.random.default_rng(self.seed)
         self.organisms: dict[str, str] = {}  # organism name -> recipe hash, for provenance
+        self.weights: dict[str, str] = {}  # organism name -> SHA-256 of the weights it loaded
         self.flops = 0.0  # compute the study reports spending (add_flops), for provenance
         self._lms: dict[str, LM] = {}
         self._worlds: dict[str, World] = {}
@@ -83,15 +90,19 @@ class Context:
         key = str(spec)
         if key not in self._lms:
             from assay.models import load
-            from assay.training.organisms import cached, organism_path, parse_name
+            from assay.training.organisms import cached, install, organism_path, parse_name, weights_sha256
 
             recipe, index = parse_name(name)
+            if not cached(name) and Context.fetch is not None:
+                self.report(f"fetching organism {name}", 0.0)
+                install(name, Context.fetch(name))
             if not cached(name):  # training takes minutes: show it as this unit's progress
                 organism_path(name, lambda stage, p: self.report(
                     f"training organism {name}: {stage} step {p.step}/{p.steps}",
                     p.step / p.steps))
             self._lms[key] = load(spec)
             self.organisms[name] = recipe.prefix(index).hash
+            self.weights[name] = weights_sha256(name)
         return self._lms[key]
 
     def lm(self) -> LM:

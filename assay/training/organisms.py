@@ -3,12 +3,17 @@
 Layout under ``$ASSAY_HOME`` (default ``~/.cache/assay``)::
 
     organisms/<name>-<stage>-<hash>/   save_pretrained output, tokenizer, recipe.json,
-                                       curve.json; the last stage also card.json
+                                       curve.json, integrity.json; the last stage also card.json
     organisms/.locks/<hash>.lock        one builder per stage at a time
 
 A stage is built in a temporary folder and renamed into place when complete, so a
 half-written folder is never taken for a finished one. A process that finds the lock
 held waits, then uses what the other process built.
+
+``integrity.json`` holds the SHA-256 of every file the stage was saved with. A cached stage
+is checked against it before use (in full once per process, then again whenever a file's
+size or modification time changes), so weights or a tokenizer edited in place are an error
+that names the folder to delete, never a silent change of model.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, Progress], None]  # (stage name, progress)
 WEIGHTS = "model.safetensors"
+INTEGRITY = "integrity.json"
+UNHASHED = {INTEGRITY, "card.json"}  # written after the stage is sealed (card) or the seal itself
+_verified: dict[Path, tuple] = {}  # stage folder -> file signature verified in this process
 
 
 def assay_home() -> Path:
@@ -52,6 +60,64 @@ def stage_dir(recipe: Recipe, index: int) -> Path:
 
 def is_complete(folder: Path) -> bool:
     return (folder / "recipe.json").is_file() and (folder / WEIGHTS).is_file()
+
+
+def _hashed_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in UNHASHED
+                  and not p.name.startswith("."))
+
+
+def seal(folder: Path) -> dict[str, str]:
+    """Write ``integrity.json``: file name -> SHA-256 for every file of a finished stage."""
+    hashes = {p.name: sha256_file(p) for p in _hashed_files(folder)}
+    _write_json(folder / INTEGRITY, hashes)
+    return hashes
+
+
+def _signature(folder: Path, names) -> tuple:
+    out = []
+    for name in sorted(names):
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return ()
+        out.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def verify(folder: Path) -> dict[str, str]:
+    """The stage's file hashes, after checking every file against ``integrity.json``.
+
+    A stage cached before integrity records existed is sealed on first use (logged). Any
+    missing, changed or unreadable file raises an `AssayError` naming the folder to delete.
+    """
+    folder = Path(folder)
+    path = folder / INTEGRITY
+    if not path.is_file():
+        log.info("recording file hashes of %s (cached before integrity checks)", folder)
+        hashes = seal(folder)
+        _verified[folder] = _signature(folder, hashes)
+        return hashes
+    fix = f"delete the folder to retrain it: rm -rf {folder}"
+    try:
+        hashes = json.loads(path.read_text())
+        if not isinstance(hashes, dict) or WEIGHTS not in hashes:
+            raise ValueError("no weights hash")
+    except (OSError, ValueError) as err:
+        raise AssayError(f"organism cache {folder.name}: unreadable {INTEGRITY} ({err}); {fix}") \
+            from None
+    signature = _signature(folder, hashes)
+    if signature and _verified.get(folder) == signature:
+        return hashes
+    for name, expected in hashes.items():
+        target = folder / name
+        if not target.is_file():
+            raise AssayError(f"organism cache {folder.name} lacks {name}; {fix}")
+        if sha256_file(target) != expected:
+            raise AssayError(f"organism cache {folder.name}: {name} changed since it was "
+                             f"trained (SHA-256 mismatch), so it cannot be trusted; {fix}")
+    _verified[folder] = signature
+    return hashes
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -163,6 +229,7 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
     tokenizer.save_pretrained(tmp)
     _write_json(tmp / "recipe.json", recipe.prefix(index).to_dict())
     _write_json(tmp / "curve.json", {"stages": history})
+    seal(tmp)
     if final.exists():  # left behind incomplete (say, copied by hand): never trusted
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -173,13 +240,104 @@ def ensure_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None = No
     """The folder of stage ``index``, building it (and the stages before it) if needed."""
     folder = stage_dir(recipe, index)
     if is_complete(folder):
+        verify(folder)
         return folder
-    locks = assay_home() / "organisms" / ".locks"
+    locks = _writable(assay_home() / "organisms") / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"{recipe.prefix(index).hash}.lock")):
         if is_complete(folder):  # another process finished it while we waited
+            verify(folder)
             return folder
         return _build_stage(recipe, index, on_progress)
+
+
+def _writable(folder: Path, keep: bool = True) -> Path:
+    """``folder``, created if needed; an `AssayError` saying what to do if it cannot be.
+    ``keep=False`` only checks: whatever the check created is removed again."""
+    missing = []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    made: list[Path] = []
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise AssayError(f"the organism cache {folder} is not a writable folder "
+                         f"({err.strerror or err}): set ASSAY_HOME to a folder you can write") \
+            from None
+    finally:
+        if not keep:
+            for d in reversed(made):
+                d.rmdir()
+    return folder
+
+
+def _install_locked(name: str, final: Path, files: dict[str, bytes]) -> None:
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if INTEGRITY not in files:
+            raise AssayError(f"organism {name} arrived without {INTEGRITY}: retrain it where "
+                             "it was packed")
+        for fname, blob in files.items():
+            if "/" in fname or fname.startswith(".") or fname in ("", ".."):
+                raise AssayError(f"organism {name}: bad file name {fname!r} in a shipped stage")
+            (tmp / fname).write_bytes(blob)
+        try:
+            verify(tmp)
+        except AssayError:
+            raise AssayError(f"organism {name} arrived damaged (its files do not match their "
+                             "SHA-256 record); the transfer is refused") from None
+        finally:
+            _verified.pop(tmp, None)
+        if final.exists():  # incomplete leftovers are never trusted
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def weights_sha256(name: str) -> str:
+    """The SHA-256 of cached organism ``name``'s weights, verified (it must be cached)."""
+    recipe, index = parse_name(name)
+    return verify(stage_dir(recipe, index))[WEIGHTS]
+
+
+def pack(name: str) -> dict[str, bytes]:
+    """Organism ``name``'s cached folder as file name -> bytes (verified), to ship elsewhere."""
+    recipe, index = parse_name(name)
+    folder = ensure_stage(recipe, index)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()
+            and not p.name.startswith(".")}
+
+
+def install(name: str, files: dict[str, bytes]) -> Path:
+    """Put a packed organism (`pack`) into this machine's cache, unless it is there already.
+
+    The files are checked against their own ``integrity.json`` before the folder is renamed
+    into place, so a stage damaged in transit is refused, never cached.
+    """
+    recipe, index = parse_name(name)
+    final = stage_dir(recipe, index)
+    if is_complete(final):
+        verify(final)
+        return final
+    locks = _writable(final.parent) / ".locks"
+    locks.mkdir(exist_ok=True)
+    with FileLock(str(locks / f"{recipe.prefix(index).hash}.lock")):
+        if not is_complete(final):
+            _install_locked(name, final, files)
+    verify(final)
+    return final
 
 
 def parse_name(name: str) -> tuple[Recipe, int]:
@@ -242,6 +400,11 @@ def _load_organism(spec: ModelSpec, **kwargs) -> LM:
 
 def _organism_key(spec: ModelSpec) -> str:
     recipe, index = parse_name(spec.organism)
+    folder = stage_dir(recipe, index)
+    if is_complete(folder):  # a damaged cache is refused when the run is planned, not later
+        verify(folder)
+    else:  # it will be trained: the cache must take it (checked without leaving a trace)
+        _writable(folder.parent, keep=False)
     return f"{spec}#{recipe.prefix(index).hash}"
 
 

@@ -1,0 +1,127 @@
+"""Bad environments a new user meets: each is one line and exit 2 before anything is written,
+or a state the next run repairs. Cases found by trying the tool as a newcomer, plus our own."""
+
+import io
+import os
+import sys
+import time
+
+import pytest
+
+from assay.runner import Store, execute, plan
+
+TESTS = os.path.dirname(os.path.dirname(__file__))
+
+
+def _main(monkeypatch, capsys, *args, env=None):
+    from assay.cli import main
+
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["assay", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def toy_env(monkeypatch, toy, tmp_path):
+    monkeypatch.setenv("ASSAY_STUDY_MODULES", "toy_runner_study")
+    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("where, store, needle", [
+    ("file", "store", "organism cache"),                      # ASSAY_HOME is a file
+    ("/proc/1/assay", "store", "organism cache"),             # ASSAY_HOME cannot be made
+    (None, "/proc/1/store", "as the result store"),           # --store cannot be made
+    (None, "garbage", "is not a readable assay store"),       # store.db of garbage bytes
+    (None, "a-file", "is a file: give a folder"),             # --store names a file
+])
+def test_an_unusable_cache_or_store_is_one_line_and_writes_nothing(where, store, needle, toy_env,
+                                                                   monkeypatch, capsys):
+    tmp = toy_env
+    env = {}
+    if where == "file":
+        (tmp / "file").write_text("")
+        env["ASSAY_HOME"] = str(tmp / "file")
+    elif where:
+        env["ASSAY_HOME"] = where
+    if store == "garbage":
+        (tmp / "garbage").mkdir()
+        (tmp / "garbage" / "store.db").write_bytes(os.urandom(5000))
+    if store == "a-file":
+        (tmp / "a-file").write_text("")
+    target = store if store.startswith("/") else str(tmp / store)
+    before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    code, err = _main(monkeypatch, capsys, "run", "toy-runner", "--model", "organism:xs",
+                      "--store", target, "--no-report", env=env)
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert sorted(p.relative_to(tmp) for p in tmp.rglob("*")) == before  # nothing written
+
+
+def test_report_out_a_folder_is_one_line(toy_env, monkeypatch, capsys):
+    with Store(toy_env / "st") as store:
+        execute(plan(["toy-runner"], model="organism:xs"), store)
+    code, err = _main(monkeypatch, capsys, "report", "--store", str(toy_env / "st"),
+                      "--out", str(toy_env))
+    assert code == 2 and len(err) == 1 and "is a folder" in err[0]
+
+
+def test_a_killed_report_writer_leaves_no_temporary_file_behind(toy_env):
+    from assay.report import write_report
+
+    with Store(toy_env / "st") as store:
+        execute(plan(["toy-runner"], model="organism:xs"), store)
+        stale = toy_env / "st" / ".report-killed.html"
+        stale.write_bytes(b"")
+        old = time.time() - 7200
+        os.utime(stale, (old, old))
+        fresh = toy_env / "st" / ".report-writing-now.html"
+        fresh.write_text("<html>")  # another process's report in progress: left alone
+        write_report(store)
+    assert not stale.exists() and fresh.exists()
+    assert (toy_env / "st" / "report.html").stat().st_size > 1000
+
+
+def test_a_unit_folder_deleted_by_hand_is_noticed_and_recomputed(toy_env, monkeypatch, capsys):
+    import shutil
+
+    units = plan(["toy-runner"], model="organism:xs", seeds=[0, 1])
+    with Store(toy_env / "st") as store:
+        first = execute(units, store)
+        shutil.rmtree(first[1].folder)
+        assert not store.record(units[1].key).intact
+    code = None
+    monkeypatch.setattr(sys, "argv", ["assay", "show", "toy-runner", "--store", str(toy_env / "st")])
+    from assay.cli import main
+
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code in (None, 0)
+    assert "its folder is missing" in capsys.readouterr().out
+    with Store(toy_env / "st") as store:
+        again = execute(units, store)
+    assert [r.attempts for r in again] == [1, 2] and all(r.intact for r in again)
+    assert again[1].to_json()["metrics"] == first[1].to_json()["metrics"]
+
+
+def test_labels_with_markup_characters_are_printed_as_text(toy_env):
+    from rich.console import Console
+
+    from assay.runner import LiveDisplay
+
+    folder = toy_env / "[" / "]x"  # a model folder whose spec reads as rich markup
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    units = plan(["toy-runner"], model=f"hf:{folder}", seeds=[0])
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200)
+    with Store(toy_env / "st") as store, LiveDisplay(console) as display:
+        (record,) = execute(units, store, display)
+    assert record.status == "done"
+    assert "[/]x" in screen.getvalue()
