@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,10 +42,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _state["debug"] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    # read by transformers when (if) a command imports it: no weight-loading bars, errors only
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @contextmanager
@@ -84,12 +84,12 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
            as_json: bool = typer.Option(False, "--json")):
     """The agenda map: the 18 challenges by group, or one challenge in full."""
     from assay.agenda import GROUPS, challenge, challenges, to_dict
-    from assay.study import discover, studies_for
+    from assay.study.index import rows as study_rows
 
-    discover()  # the studies of each challenge come from the registry, never by hand
+    known = study_rows()  # the studies of each challenge come from the registry, never by hand
     chosen = [challenge(challenge_id)] if challenge_id else challenges()
-    rows = [{**to_dict(c), "group_name": GROUPS[c.group], "studies": studies_for(c.id)}
-            for c in chosen]
+    rows = [{**to_dict(c), "group_name": GROUPS[c.group],
+             "studies": [s["id"] for s in known if c.id in s["agenda"]]} for c in chosen]
     if as_json:
         print(json.dumps(rows[0] if challenge_id else rows, indent=2))
         return
@@ -113,17 +113,9 @@ def agenda(challenge_id: str = typer.Argument(None, metavar="[ID]",
 @app.command("studies")
 def studies_cmd(as_json: bool = typer.Option(False, "--json")):
     """The registered studies: id, agenda references, claim, needs and decision rules."""
-    from dataclasses import asdict
+    from assay.study.index import rows as study_rows
 
-    from assay.study import discover, studies
-
-    discover()
-    rows = []
-    for s in studies():
-        cfg = s.make_config()
-        rows.append({"id": s.id, "agenda": list(s.agenda), "title": s.title, "claim": s.claim,
-                     "needs": asdict(s.needs), "rule": s.rule(cfg).test(),
-                     "control_rule": s.control(cfg).test()})
+    rows = study_rows()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -194,9 +186,17 @@ def run_cmd(
         from assay.runner.distributed import _ray
 
         _ray()  # not installed: one line now, before the store opens
+    units = _first_results_first(units)
+    _announce_training(units, err if as_json else out)
     # every input error is raised above, before the store opens
     with Store(store or default_store()) as db:
-        with make_display(err) as display:
+        if report:
+            path = db.root / "report.html"
+            (err if as_json else out).print(f"report: {path.resolve()} (rewritten as each unit "
+                                            "finishes)", highlight=False, soft_wrap=True,
+                                            markup=False)
+        with make_display(err) as shown:
+            display = _Reporting(shown, db) if report else shown
             if executor == "ray":
                 from assay.runner.distributed import execute_ray
 
@@ -233,15 +233,61 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+def _first_results_first(units):
+    """Studies that read the run's model first; those that train their own models (a scaling
+    ladder, minutes to hours of organisms) last, so the report fills in early."""
+    from assay.study import get_study
+
+    return sorted(units, key=lambda u: not get_study(u.study).needs.model)
+
+
+TRAIN_TOKENS_PER_SECOND = 12_000  # the trainer on organism s, 2 cores (benchmarks/README.md)
+
+
+def _announce_training(units, console) -> None:
+    """Say which of the run's organisms must be trained first, and about how long it takes."""
+    from assay.training.organisms import cached, parse_name
+
+    names = sorted({u.model.organism for u in units if u.model.is_organism
+                    and not cached(u.model.organism)})
+    for name in names:
+        recipe, index = parse_name(name)
+        tokens = sum(st.train.steps * st.batch_size * recipe.model.seq_len
+                     for st in recipe.stages[:index + 1])
+        minutes = tokens / TRAIN_TOKENS_PER_SECOND / 60
+        console.print(f"training organism {name} first: {tokens:,} tokens, about "
+                      f"{max(1, round(minutes))} min at {TRAIN_TOKENS_PER_SECOND:,} tokens/s "
+                      "(2 cores); organisms a study needs besides are trained when it first "
+                      "asks", highlight=False, soft_wrap=True, markup=False)
+
+
+class _Reporting:
+    """A display that also rewrites the report (atomically) after every finished unit."""
+
+    def __init__(self, display, store) -> None:
+        self.display, self.store = display, store
+
+    def __getattr__(self, name):
+        return getattr(self.display, name)
+
+    def finished(self, unit, record) -> None:
+        self.display.finished(unit, record)
+        from assay.report import write_report
+
+        try:
+            write_report(self.store)
+        except Exception as e:  # a report that cannot be drawn now must not stop the run
+            logging.getLogger("assay").warning("report not rewritten after %s: %s", unit.label, e)
+
+
 @app.command("show")
 def show_cmd(study_id: str = typer.Argument(..., metavar="STUDY"),
              store: str = _store_option(), as_json: bool = typer.Option(False, "--json")):
     """Stored results of one study, in the shape `assay run --json` prints."""
-    from assay.runner import Store, default_store
-    from assay.study import discover, get_study
+    from assay.runner.store import Store, default_store
+    from assay.study.index import check_id
 
-    discover()
-    get_study(study_id)  # an unknown id names the valid ones
+    check_id(study_id)  # an unknown id names the valid ones
     with Store(store or default_store(), create=False) as db:
         records = db.records(study=study_id)
     if as_json:
@@ -411,7 +457,7 @@ def main() -> None:
     except AssayError as e:
         if _state["debug"]:
             raise
-        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        err.print(f"error: {e}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(2)
 
 

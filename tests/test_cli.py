@@ -4,9 +4,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 
 def _assay(*args, home):
@@ -101,7 +104,8 @@ def test_a_study_whose_needs_the_model_lacks_is_refused_before_any_work(tmp_path
     folder = tmp_path / "base-model"  # a local hf folder: white-box, but not an organism
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer_config.json").write_text("{}")
+    save_file({"w": np.zeros(1, dtype=np.float32)}, str(folder / "model.safetensors"))
     store = tmp_path / "store"
     monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(sys, "argv", ["assay", "run", "causal-tracing", "--model", f"hf:{folder}",
@@ -112,3 +116,40 @@ def test_a_study_whose_needs_the_model_lacks_is_refused_before_any_work(tmp_path
     assert exit_.value.code == 2 and len(err) == 1
     assert "study 'causal-tracing' needs an organism" in err[0] and "--model organism:s" in err[0]
     assert not store.exists() and not (tmp_path / "home").exists()
+
+
+def test_the_committed_study_index_is_current():
+    from assay.study import index
+
+    committed = json.loads(index.INDEX.read_text())
+    assert committed["source"] == index.source_hash(), \
+        "study sources changed: run python -m assay.study.index"
+    assert committed["studies"] == index.build()
+
+
+@pytest.mark.parametrize("args", [["agenda", "3.6"], ["studies", "--json"],
+                                  ["show", "error-bars", "--store", "{store}"]])
+def test_commands_that_only_read_do_not_import_torch(args, tmp_path):
+    from assay.runner.store import Store
+
+    Store(tmp_path / "st").close()
+    args = [a.replace("{store}", str(tmp_path / "st")) for a in args]
+    code = ("import sys\nsys.argv = ['assay', *sys.argv[1:]]\nfrom assay.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'scipy') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    env = {k: v for k, v in os.environ.items() if k != "ASSAY_STUDY_MODULES"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_studies_of_your_own_still_show_without_an_index_entry(tmp_path):
+    env = {**os.environ, "ASSAY_STUDY_MODULES": "toy_runner_study",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                       os.environ.get("PYTHONPATH", "")]))}
+    done = subprocess.run([sys.executable, "-m", "assay.cli", "studies", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "toy-runner" in {r["id"] for r in json.loads(done.stdout)}

@@ -15,6 +15,7 @@ smallest the default detects with 80% power.
 
 import os
 import signal
+import time
 
 from assay.methods.stats import wilson
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
@@ -27,6 +28,7 @@ class Config(StudyConfig):
     fail_seed: int = -1   # this seed raises
     block_seed: int = -1  # this seed waits mid-unit for a line on the FIFO `fifo`
     fifo: str = ""
+    sleep: float = 0.0    # seconds each unit takes (so that a kill can land inside one)
     die_once: str = ""    # marker file: the first process to get here creates it and is killed
     reply: str = "heads"  # text shown in the report's sample table
     figure: bool = False  # also draw a figure
@@ -51,6 +53,8 @@ def run(cfg: Config, ctx: Context) -> Result:
     if ctx.seed == cfg.fail_seed:
         raise RuntimeError(f"toy failure at seed {ctx.seed}")
     ctx.artifact("partial.txt").write_text("written before the wait")
+    if cfg.sleep:
+        time.sleep(cfg.sleep)
     if ctx.seed == cfg.block_seed and cfg.fifo:
         with open(cfg.fifo) as f:  # blocks until the test opens the FIFO for writing
             f.read()

@@ -24,8 +24,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import special
-from scipy.stats import beta as beta_dist
 
 from assay.errors import AssayError
 
@@ -100,6 +98,8 @@ def exact(k: int, n: int, level: float = 0.95) -> Estimate:
     """Clopper-Pearson interval for a rate k/n: guaranteed coverage, somewhat conservative."""
     k, n = _counts(k, n)
     alpha = 1 - _level(level)
+    from scipy.stats import beta as beta_dist  # scipy.stats takes a second to import
+
     low = 0.0 if k == 0 else float(beta_dist.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(beta_dist.ppf(1 - alpha / 2, k + 1, n - k))
     return Estimate(value=k / n, ci_low=low, ci_high=high, n=n, method="exact", level=level)
@@ -518,6 +518,8 @@ def _level(level: float) -> float:
 
 
 def _z(level: float) -> float:
+    from scipy import special
+
     return float(special.ndtri(1 - (1 - _level(level)) / 2))
 
 

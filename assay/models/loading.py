@@ -19,6 +19,7 @@ from assay.models.spec import ModelSpec, scheme
 logger = logging.getLogger(__name__)
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def load(
@@ -95,7 +96,17 @@ def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
             "save the model with model.save_pretrained(folder)"
         )
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    _check_weights(names, folder, spec, allow_pickle)
+    if not any(n in TOKENIZER_FILES for n in names):
+        raise AssayError(f"{spec} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save it "
+                         "beside the model with tokenizer.save_pretrained(folder)")
+
+
+def _check_weights(names: list[str], folder: Path, spec: str, allow_pickle: bool) -> None:
     if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        for n in names:
+            if n.endswith(".safetensors"):
+                _check_safetensors(folder / n, spec)
         return
     pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES) or n == "pytorch_model.bin.index.json"]
     if not pickles:
@@ -110,6 +121,27 @@ def _check_folder(folder: Path, spec: str, allow_pickle: bool) -> None:
             "safe_serialization=True)), or in Python pass allow_pickle=True"
         )
     logger.warning("%s: loading pickle checkpoints (%s) because allow_pickle=True", spec, ", ".join(pickles))
+
+
+def _check_safetensors(path: Path, spec: str) -> None:
+    """Refuse a safetensors file whose header is unreadable or whose data is cut short, by
+    reading its header only (a truncated download or copy is caught before any work)."""
+    fix = "save the model again with model.save_pretrained(folder)"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > size - 8:
+                raise ValueError("header length beyond the end of the file")
+            header = json.loads(f.read(length))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise AssayError(f"{spec}: {path.name} is not a readable safetensors file ({err}); "
+                         f"{fix}") from None
+    if 8 + length + end > size:
+        raise AssayError(f"{spec}: {path.name} is truncated ({size:,} bytes where its header "
+                         f"describes {8 + length + end:,}); {fix}")
 
 
 def _resolve(device, dtype) -> tuple[torch.device, torch.dtype | str]:

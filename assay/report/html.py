@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import math
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from assay.agenda import GROUPS, SOURCE, challenges
 from assay.errors import AssayError
@@ -42,6 +44,7 @@ def _env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     env.filters["verdict_css"] = lambda status: VERDICT_CSS.get(status, "unclear")
+    env.filters["prose"] = prose
     return env
 
 
@@ -77,12 +80,15 @@ def render_report(store: Store) -> str:
         spec = registered.get(sid)
         records = by_study.get(sid, [])
         sections.append({
-            "id": sid, "title": spec.title if spec else sid, "claim": spec.claim if spec else "",
+            "id": sid, "title": spec.title if spec else sid,
+            "claim": paragraphs(spec.claim)[:1] if spec else [],
+            "design": paragraphs(spec.claim)[1:] if spec else [],
             "agenda": list(spec.agenda) if spec else [], "registered": spec is not None,
             "needs": _needs(spec) if spec else "", "units": [_unit(r) for r in records],
             "verdicts": Counter(r.result.status for r in records),  # "confounded" counts apart
             "replicated": across.get(sid, []),
         })
+        sections[-1]["filter"] = _filter_classes(sections[-1])
     study_index = {s["id"]: s for s in sections}
 
     groups = []
@@ -133,6 +139,35 @@ def write_report(store: Store, out: str | Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_CODE = re.compile(r"``(.+?)``|`([^`]+?)`", re.S)
+
+
+def prose(text: str) -> Markup:
+    """A docstring paragraph as HTML: escaped, with ``code`` and `name` spans as <code>."""
+    out, last = [], 0
+    for m in _CODE.finditer(text):
+        out.append(escape(text[last:m.start()]))
+        out.append(Markup("<code>%s</code>") % (m.group(1) or m.group(2)))
+        last = m.end()
+    out.append(escape(text[last:]))
+    return Markup("").join(out)
+
+
+def paragraphs(text: str) -> list[str]:
+    return [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+
+
+FILTERS = {"supported": "supported", "not supported": "refuted", "inconclusive": "unclear",
+           "confounded": "confounded", "not run": "none"}
+
+
+def _filter_classes(section: dict[str, Any]) -> str:
+    """CSS classes the report's verdict filter selects a study by: its combined verdicts
+    across draws where it has them, else its units' outcomes; ``f-none`` when nothing ran."""
+    statuses = {r.status for r in section["replicated"]} or set(section["verdicts"])
+    return " ".join(sorted(f"f-{FILTERS.get(s, 'unclear')}" for s in statuses)) or "f-none"
 
 
 def _clear_stale(folder: Path, older_than: float = 3600.0) -> None:

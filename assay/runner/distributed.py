@@ -41,7 +41,8 @@ RETRIES = 2  # times Ray reruns a task whose worker process died (a study's own 
 PROGRESS_SECONDS = 0.5  # a worker sends at most this often; the driver polls as often
 # environment the workers need to see what the driver sees (caches, extra studies, devices)
 PASSED_ENV = ("ASSAY_HOME", "ASSAY_STUDY_MODULES", "ASSAY_TRAIN_DEVICE", "PYTHONPATH",
-              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS",
+              "TRANSFORMERS_VERBOSITY")
 
 
 def _ray():

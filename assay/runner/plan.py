@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assay.errors import AssayError
-from assay.models import ModelSpec, check_spec
+from assay.models import ModelSpec
 from assay.study import StudySpec, discover, get_study
 
 __all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_grid", "parse_sets", "plan"]
@@ -126,6 +126,7 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
     ``grid`` sweeps config keys over values (`parse_grid`): one unit per combination.
     """
     import assay.training  # noqa: F401  (registers the organism: scheme)
+    from assay.models import check_spec
 
     registered = discover()
     if not registered:

@@ -116,7 +116,8 @@ def rule(cfg: Config) -> AllOf:
               "inconclusive": "an interval contains its bar"})
 
 
-@study("contamination", agenda=["3.3"], needs=Needs(organism=True, trainable=True), rule=rule)
+@study("contamination", agenda=["3.3"],
+       needs=Needs(organism=True, trainable=True, corpus=True), rule=rule)
 def run(cfg: Config, ctx: Context) -> Result:
     world, base = ctx.world(), ctx.lm()
     people = random.Random(ctx.seed).sample(world.people(), min(cfg.n_people, len(world.people())))

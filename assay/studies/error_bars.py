@@ -45,7 +45,7 @@ on three draws of `s`).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assay.errors import AssayError
 from assay.methods.evaluation import correct, mean_se, paired_se
@@ -83,6 +83,20 @@ class Config(StudyConfig):
 
     FULL = {"n_people": 200, "n_subsets": 2000, "n_boot": 2000}
 
+    @field_validator("other")
+    @classmethod
+    def _second_model(cls, other: str) -> str:
+        if other == "tuned" or (other.startswith("@") and len(other) > 1):
+            return other
+        from assay.training.organisms import parse_name
+
+        try:
+            parse_name(other)  # an organism name, checked before the run starts
+        except AssayError as err:
+            raise ValueError(f"{other!r} is neither \"tuned\", a stage such as \"@pretrain\", "
+                             f"nor an organism ({err})") from None
+        return other
+
 
 def _parts(cfg: Config) -> tuple[Above, Above]:
     return (Above("se_ratio", bar=cfg.ratio_margin, low=0.0,
@@ -117,8 +131,15 @@ def control(cfg: Config) -> AnyOf:
 def run(cfg: Config, ctx: Context) -> Result:
     name = ctx.recipe
     world = ctx.world()
-    n = min(cfg.n_people, len(world.people()) - cfg.tune_people)
-    people, others = split_people(world, n, ctx.seed, cfg.tune_people)
+    total = len(world.people())
+    tune, n = cfg.tune_people, cfg.n_people
+    if n + tune > total:  # a small world: at most a third to tune on, the rest to ask
+        tune = min(tune, total // 3)
+        n = min(n, total - tune)
+    people, others = split_people(world, n, ctx.seed, tune)
+    fitted = ([f"{name}'s world has {total} people, fewer than the config's {cfg.n_people} "
+               f"+ {cfg.tune_people}: {n} evaluated, {tune} tuned on"]
+              if (n, tune) != (cfg.n_people, cfg.tune_people) else [])
     if cfg.other == "tuned":
         ctx.report("tuning the second organism", 0.0)
         other = f"{name} + finetune"
@@ -184,7 +205,7 @@ def run(cfg: Config, ctx: Context) -> Result:
                   control=Control(metrics=control_metrics, condition=(
                       "clusters of the same sizes with random members, and the second model's "
                       "answers shuffled across items so that pairs share nothing")),
-                  notes=[f"{name} minus {other} = {diff:+.4f} on all {x.size} items (SE paired "
+                  notes=fitted + [f"{name} minus {other} = {diff:+.4f} on all {x.size} items (SE paired "
                          f"{paired:.4f}, unpaired {unpaired:.4f})",
                          "false positives under the sign-flip null (each person's two models "
                          "swapped at random, so no difference is there to find): paired "

@@ -141,7 +141,8 @@ def control(cfg: Config) -> AllOf:
                        "not supported": "the one-block model forms no induction head"})
 
 
-@study("induction-heads", agenda=["2.1"], needs=Needs(white_box=False, chat=False, model=False), rule=rule,
+@study("induction-heads", agenda=["2.1"],
+       needs=Needs(white_box=False, chat=False, model=False, corpus=True), rule=rule,
        control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     train, held, tokenizer = _corpus(ctx.seed)

