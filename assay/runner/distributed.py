@@ -32,6 +32,7 @@ from assay.errors import AssayError
 from assay.runner.execute import HEARTBEAT_SECONDS, POLL_SECONDS, Display, _Quiet, take
 from assay.runner.plan import Unit
 from assay.runner.store import Record, Store
+from assay.study import get_study
 
 __all__ = ["RETRIES", "execute_ray", "start_ray"]
 
@@ -126,7 +127,9 @@ class _Driver:
                     if state == "busy":
                         busy.append(unit)
                     elif state == "claimed":
-                        ref = self.task.remote(unit, self.threads, self.board, self.depot)
+                        module = get_study(unit.study).module  # all the worker imports
+                        ref = self.task.remote(unit, module, self.threads, self.board,
+                                               self.depot)
                         flying[ref] = unit
                 queue = busy + queue
                 if not flying:
@@ -222,8 +225,10 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _work(unit: Unit, threads: int, board, depot) -> dict[str, Any]:
+def _work(unit: Unit, module: str, threads: int, board, depot) -> dict[str, Any]:
     """One unit on a worker: compute into a temporary folder, return result and files."""
+    import importlib
+
     import ray
 
     from assay.runner.execute import compute, failure_summary, set_threads
@@ -231,7 +236,11 @@ def _work(unit: Unit, threads: int, board, depot) -> dict[str, Any]:
 
     set_threads(threads)
     _quiet_transformers()
-    discover()
+    try:
+        importlib.import_module(module)  # registers the unit's study, and only that one
+        get_study(unit.study)
+    except (ImportError, AssayError):  # defined in a script (__main__): look everywhere
+        discover()
     node = ray.get_runtime_context().get_node_id()
     Context.fetch = lambda name: ray.get(depot.get.remote(name, node))
     sent = [0.0]
