@@ -240,7 +240,7 @@ def _unit(record: Record) -> dict[str, Any]:
         "confounded": r.confounded,
         "metrics": sorted(r.metrics.items()), "control": r.control, "tables": tables,
         "figures": figures, "notes": r.notes, "provenance": prov,
-        "wall": record.wall_seconds,
+        "wall": record.wall_seconds, "intact": record.intact,
     }
 
 

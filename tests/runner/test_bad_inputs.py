@@ -105,6 +105,10 @@ def test_a_unit_folder_deleted_by_hand_is_noticed_and_recomputed(toy_env, monkey
         code = exit_.code
     assert code in (None, 0)
     assert "its folder is missing" in capsys.readouterr().out
+    from assay.report import write_report
+
+    with Store(toy_env / "st") as store:
+        assert write_report(store).read_text().count("its folder is missing from the store") == 1
     with Store(toy_env / "st") as store:
         again = execute(units, store)
     assert [r.attempts for r in again] == [1, 2] and all(r.intact for r in again)
