@@ -162,7 +162,16 @@ def run_cmd(
                                 "torch's own for local, 1 for ray)."),
 ):
     """Run studies into the result store (finished units are never recomputed), then report."""
-    from assay.runner import Store, default_store, execute, make_display, parse_grid, parse_sets, plan
+    from assay.runner import (
+        Store,
+        default_store,
+        execute,
+        first_results_first,
+        make_display,
+        parse_grid,
+        parse_sets,
+        plan,
+    )
 
     if n_seeds is not None and seed:
         raise AssayError("give either --seeds N or --seed S (repeatable), not both")
@@ -186,7 +195,7 @@ def run_cmd(
         from assay.runner.distributed import _ray
 
         _ray()  # not installed: one line now, before the store opens
-    units = _first_results_first(units)
+    units = first_results_first(units)
     _announce_training(units, err if as_json else out)
     # every input error is raised above, before the store opens
     with Store(store or default_store()) as db:
@@ -233,32 +242,24 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _first_results_first(units):
-    """Studies that read the run's model first; those that train their own models (a scaling
-    ladder, minutes to hours of organisms) last, so the report fills in early."""
-    from assay.study import get_study
-
-    return sorted(units, key=lambda u: not get_study(u.study).needs.model)
-
-
-TRAIN_TOKENS_PER_SECOND = 12_000  # the trainer on organism s, 2 cores (benchmarks/README.md)
+def _minutes(seconds: float) -> str:
+    return "under a minute" if seconds < 60 else f"{round(seconds / 60)} min"
 
 
 def _announce_training(units, console) -> None:
-    """Say which of the run's organisms must be trained first, and about how long it takes."""
-    from assay.training.organisms import cached, parse_name
+    """Say which organisms the run will train (each on first use, then cached) and about how
+    long they take, before anything starts."""
+    from assay.training.schedule import missing, train_seconds
 
-    names = sorted({u.model.organism for u in units if u.model.is_organism
-                    and not cached(u.model.organism)})
-    for name in names:
-        recipe, index = parse_name(name)
-        tokens = sum(st.train.steps * st.batch_size * recipe.model.seq_len
-                     for st in recipe.stages[:index + 1])
-        minutes = tokens / TRAIN_TOKENS_PER_SECOND / 60
-        console.print(f"training organism {name} first: {tokens:,} tokens, about "
-                      f"{max(1, round(minutes))} min at {TRAIN_TOKENS_PER_SECOND:,} tokens/s "
-                      "(2 cores); organisms a study needs besides are trained when it first "
-                      "asks", highlight=False, soft_wrap=True, markup=False)
+    names = missing([name for u in units for name in u.organisms])
+    if not names:
+        return
+    seconds = {name: train_seconds(name) for name in names}
+    listed = ", ".join(f"{name} ({_minutes(seconds[name])})" for name in names)
+    console.print(f"this run trains {len(names)} organism(s) when a study first needs them, "
+                  f"about {_minutes(sum(seconds.values()))} in all on an idle 2-core CPU, "
+                  f"cached afterwards: {listed}",
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 class _Reporting:

@@ -49,14 +49,59 @@ def check_spec(spec: str | ModelSpec, *, allow_pickle: bool = False) -> str:
 
     ``organism:NAME`` must name a known recipe (and stage): its scheme adds the recipe hash,
     so a changed recipe is a different model. ``hf:`` folders must hold loadable weights;
-    a hub id is accepted as written (it is only resolved when loaded).
+    a hub id must be in the local Hugging Face cache or on a hub that answers now.
     """
     spec = ModelSpec.parse(spec)
     if spec.scheme != "hf":
         return scheme(spec).key(spec)
     if _looks_local(spec.name):
         _check_folder(Path(spec.name).expanduser(), str(spec), allow_pickle)
+    else:
+        _check_hub_id(spec)
     return str(spec)
+
+
+HUB_TIMEOUT = 5.0  # seconds to wait for the hub when checking an id (one request, no retries)
+
+
+def _check_hub_id(spec: ModelSpec) -> None:
+    """Refuse, in one request, a hub id that is neither cached here nor reachable: loading
+    it would otherwise spend a minute in HTTP retries inside the first unit that asks."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+    )
+
+    repo = spec.name
+    try:
+        if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+            return
+    except (HFValidationError, ValueError):
+        raise AssayError(f"{spec}: no such folder, and {repo!r} is not a hub id (owner/name); "
+                         "give a local folder made by save_pretrained") from None
+    fix = (f"download it where the hub is reachable (hf download {repo} --local-dir DIR) "
+           "and pass hf:DIR")
+    if constants.HF_HUB_OFFLINE:
+        raise AssayError(f"{spec} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                         f"set: {fix}")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, "config.json"), timeout=HUB_TIMEOUT)
+    except GatedRepoError:
+        raise AssayError(f"{spec} is gated on the hub: accept its terms there and log in "
+                         f"(hf auth login), or {fix}") from None
+    except RepositoryNotFoundError:
+        raise AssayError(f"{spec}: no model {repo!r} on the hub (or it is private: log in "
+                         "with hf auth login); check the id") from None
+    except EntryNotFoundError:
+        raise AssayError(f"{spec} has no config.json on the hub: it is not a transformers "
+                         "model; give a causal LM") from None
+    except Exception as err:  # no network, DNS, proxy, TLS, time-out: all say the same
+        why = f"{type(err).__name__}: {err}".splitlines()[0][:160]
+        raise AssayError(f"{spec} is not cached here and the hub cannot be reached ({why}): "
+                         f"{fix}, or set HF_ENDPOINT to a mirror") from None
 
 
 def has_chat_template(spec: str | ModelSpec) -> bool | None:

@@ -8,13 +8,22 @@ one study's units on several draws of its organism together.
 
 from assay.runner.display import LiveDisplay, PlainDisplay, make_display
 from assay.runner.execute import Display, compute, execute, run_unit, set_threads
-from assay.runner.plan import DEFAULT_MODEL, Unit, parse_grid, parse_sets, plan, replicate_models
+from assay.runner.plan import (
+    DEFAULT_MODEL,
+    Unit,
+    first_results_first,
+    parse_grid,
+    parse_sets,
+    plan,
+    replicate_models,
+)
 from assay.runner.replicates import Replicated, combine, replicated
 from assay.runner.store import Record, Store, default_store
 
 __all__ = [
     "DEFAULT_MODEL", "Display", "LiveDisplay", "PlainDisplay", "Record", "Replicated", "Store",
-    "Unit", "combine", "compute", "default_store", "execute", "make_display", "parse_grid",
+    "Unit", "combine", "compute", "default_store", "execute", "first_results_first",
+    "make_display", "parse_grid",
     "parse_sets", "plan", "set_threads",
     "replicate_models", "replicated", "run_unit",
 ]

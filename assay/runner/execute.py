@@ -114,9 +114,10 @@ def compute(unit: Unit, folder: Path, progress: Callable[[str, float], None] | N
     """Run ``unit``'s study with its artifacts written into ``folder``; returns the judged
     result with its provenance. Raises whatever the study raises."""
     spec = get_study(unit.study)
-    ctx = Context(unit.seed, folder, model=unit.model, progress=progress)
     start = time.perf_counter()
     cfg = spec.config.model_validate(unit.config)
+    declared = spec.organisms(cfg, unit.model)
+    ctx = Context(unit.seed, folder, model=unit.model, progress=progress, organisms=declared)
     ctx.torch_seed()
     result = spec.judge(cfg, spec.run(cfg, ctx))  # the declared rules read the metrics
     _check(result, spec.id, ctx)

@@ -18,7 +18,8 @@ from assay.errors import AssayError
 from assay.models import ModelSpec
 from assay.study import StudySpec, discover, get_study
 
-__all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "parse_grid", "parse_sets", "plan"]
+__all__ = ["DEFAULT_MODEL", "KEY_VERSION", "Unit", "first_results_first", "parse_grid",
+           "parse_sets", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Unit:
     model_key: str             # the spec plus its version (organism recipe hash)
     seed: int
     point: tuple[tuple[str, str], ...] = ()  # the --grid values that made it (shown, not keyed)
+    organisms: tuple[str, ...] = ()  # the organisms it loads (its study's declaration; not keyed)
 
     @property
     def key(self) -> str:
@@ -151,13 +153,44 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
         raise AssayError(f"no registered study can run on {model}: {next(iter(unmet.values()))}")
     sweep = _sweep(dict(sets or {}), grid or {})
     units: dict[str, Unit] = {}  # two grid values that parse alike make one unit
+    checked: set[str] = set()
     for spec in specs:
         runs_on = models if spec.needs.model else [(model, model_key)]
         for point in sweep:
-            config = spec.make_config(profile, point).model_dump(mode="json")
+            cfg = spec.make_config(profile, point)
+            config = cfg.model_dump(mode="json")
             shown = tuple((k, point[k]) for k in (grid or {}))
             for m, key in runs_on:
+                loads = tuple(spec.organisms(cfg, m))
+                for name in set(loads) - checked:  # a damaged cache or an unwritable one: now
+                    check_spec(ModelSpec.parse(f"organism:{name}"))
+                    checked.add(name)
                 for seed in dict.fromkeys(seeds):
-                    unit = Unit(spec.id, profile, config, m, key, int(seed), shown)
+                    unit = Unit(spec.id, profile, config, m, key, int(seed), shown, loads)
                     units.setdefault(unit.key, unit)
     return list(units.values())
+
+
+def first_results_first(units: Sequence[Unit]) -> list[Unit]:
+    """``units`` in the order that fills the report soonest: each next unit is the one that
+    needs the least organism training beyond what the units before it trained (estimated,
+    `assay.training.schedule`), then studies reading the run's model before those that train
+    their own; ties keep the order given. Cold, studies that need no organism come first,
+    then those that need only the run's model, and the scaling ladder last."""
+    from assay.training.schedule import stage_seconds
+
+    cost = {name: stage_seconds(name) for u in units for name in u.organisms}
+    trained: set[str] = set()
+    pending, out = list(units), []
+
+    def rank(u: Unit) -> tuple[float, bool]:
+        stages = {k: s for name in u.organisms for k, s in cost[name].items()}
+        return (sum(s for k, s in stages.items() if k not in trained),
+                not get_study(u.study).needs.model)
+
+    while pending:
+        best = min(pending, key=rank)  # the first of equals: the order given breaks ties
+        pending.remove(best)
+        out.append(best)
+        trained.update(k for name in best.organisms for k in cost[name])
+    return out

@@ -40,6 +40,13 @@ def ladder_runs(sizes: Sequence[int], steps: Sequence[int]) -> list[tuple[str, i
     return [(ladder_name(d, s), d, s) for d in sizes for s in steps]
 
 
+def ladder_organisms(sizes: Sequence[int], steps: Sequence[int],
+                     seeds: Sequence[int] = (0,)) -> list[str]:
+    """The organism names `load_runs` loads for these rungs and training seeds: what a
+    ladder study declares (``@study(organisms=...)``) so a run trains them up front."""
+    return [replicate_name(name, k) for k in seeds for name, _, _ in ladder_runs(sizes, steps)]
+
+
 def load_runs(ctx, sizes: Sequence[int], steps: Sequence[int], start: float = 0.0,
               share: float = 0.5, seeds: Sequence[int] = (0,)) -> list[tuple[Run, object]]:
     """Every requested rung of every requested training seed as (Run, LM), seed by seed,

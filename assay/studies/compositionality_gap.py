@@ -50,7 +50,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from assay.methods.stats import Estimate, from_draws, resamples, wilson
-from assay.studies._ladder import load_runs
+from assay.studies._ladder import ladder_organisms, load_runs
 from assay.study import Above, AllOf, Below, Context, Control, Given, Needs, Result, Rule, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
@@ -115,6 +115,7 @@ def control(cfg: Config) -> Given:
 
 
 @study("compositionality-gap", agenda=["2.4", "2.3"], needs=Needs(white_box=False, model=False), rule=rule,
+       organisms=lambda cfg, model: ladder_organisms(sorted(set(cfg.sizes)), [cfg.steps]),
        control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world = ctx.world("s")

@@ -117,7 +117,8 @@ def rule(cfg: Config) -> AllOf:
 
 
 @study("contamination", agenda=["3.3"],
-       needs=Needs(organism=True, trainable=True, corpus=True), rule=rule)
+       needs=Needs(organism=True, trainable=True, corpus=True), rule=rule,
+       organisms=lambda cfg, model: [cfg.english] if cfg.english else [])
 def run(cfg: Config, ctx: Context) -> Result:
     world, base = ctx.world(), ctx.lm()
     people = random.Random(ctx.seed).sample(world.people(), min(cfg.n_people, len(world.people())))

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from assay.methods.stats import Estimate, crossed_resamples, from_draws
-from assay.studies._ladder import load_runs, smooth_share
+from assay.studies._ladder import ladder_organisms, load_runs, smooth_share
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
@@ -67,7 +67,8 @@ def rule(cfg: Config) -> Above:
                        "inconclusive": "the interval contains zero: no difference shown"})
 
 
-@study("emergence-metric", agenda=["2.3"], needs=Needs(white_box=False, chat=False, model=False), rule=rule)
+@study("emergence-metric", agenda=["2.3"], needs=Needs(white_box=False, chat=False, model=False), rule=rule,
+       organisms=lambda cfg, model: ladder_organisms(cfg.sizes, [cfg.steps], cfg.train_seeds))
 def run(cfg: Config, ctx: Context) -> Result:
     sums = dialogues(ctx.world("s"), "add", "test")[: cfg.n_sums]
     sizes = sorted(cfg.sizes)

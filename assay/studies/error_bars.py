@@ -126,8 +126,15 @@ def control(cfg: Config) -> AnyOf:
         "inconclusive": "an interval contains its bar"})
 
 
+def _second(cfg: Config, model) -> list[str]:
+    """The organism the second model is, unless it is tuned from the first."""
+    if cfg.other == "tuned":
+        return []
+    return [f"{model.name}{cfg.other}" if cfg.other.startswith("@") else cfg.other]
+
+
 @study("error-bars", agenda=["3.3"], needs=Needs(organism=True, trainable=True), rule=rule,
-       control=control)
+       control=control, organisms=_second)
 def run(cfg: Config, ctx: Context) -> Result:
     name = ctx.recipe
     world = ctx.world()
@@ -145,7 +152,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         other = f"{name} + finetune"
         second = mc_tune(ctx.lm(), world, others, cfg.tune_steps, ctx.seed)
     else:
-        other = f"{name}{cfg.other}" if cfg.other.startswith("@") else cfg.other
+        other, = _second(cfg, ctx.model)
         second = ctx.organism(other)
     models = {name: ctx.lm(), other: second}
     items = multiple_choice(world, people=people, seed=ctx.seed)

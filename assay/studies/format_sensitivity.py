@@ -106,6 +106,7 @@ def control(cfg: Config) -> AllOf:
 
 
 @study("format-sensitivity", agenda=["3.3"], needs=Needs(organism=True), rule=rule,
+       organisms=lambda cfg, model: [other_draw(model.organism)],
        control=control)
 def run(cfg: Config, ctx: Context) -> Result:
     world, base = ctx.world(), ctx.lm()

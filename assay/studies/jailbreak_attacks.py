@@ -49,6 +49,7 @@ from assay.methods.stats import Estimate, paired_difference, two_proportion_test
 from assay.studies._jailbreak_common import GCGFields, retain_twin, run_gcg, setup
 from assay.study import Above, AnyOf, Context, Control, Needs, Result, study
 from assay.study.figures import errorbars, new_figure, save_figure
+from assay.training import recipes
 
 FAMILY_LEVEL = 0.95  # confidence that no attack's interval misses, over all attacks together
 # attacks that only write the user's message; prefill writes the reply, document leaves chat
@@ -97,7 +98,8 @@ def rule(cfg: Config) -> AnyOf:
                                        "falls short of it"})
 
 
-@study("jailbreak-attacks", agenda=["3.5"], needs=Needs(organism=True), rule=rule)
+@study("jailbreak-attacks", agenda=["3.5"], needs=Needs(organism=True), rule=rule,
+       organisms=lambda cfg, model: [recipes.retain_twin(model.organism)])
 def run(cfg: Config, ctx: Context) -> Result:
     env = setup(ctx, cfg.benign_n)
     lm, judge = env.lm, env.judge

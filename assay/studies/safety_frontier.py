@@ -121,8 +121,15 @@ def control(cfg: Config) -> AnyOf:
 # ---------------------------------------------------------------- the study
 
 
+def _start(model) -> str:
+    """The organism stage the sweep starts from: the stage in the spec, else the first."""
+    from assay.training import get_recipe
+
+    return f"{model.name}@{model.stage or get_recipe(model.name).stages[0].name}"
+
+
 @study("safety-performance-frontier", agenda=["2.7"], needs=Needs(trainable=True), rule=rule,
-       control=control)
+       control=control, organisms=lambda cfg, model: [_start(model)] if model.is_organism else [])
 def run(cfg: Config, ctx: Context) -> Result:
     base, world, mixture, notes = _base(ctx)
     taught, held_out = (set(half) for half in split_agents(world))
@@ -179,8 +186,9 @@ def _base(ctx: Context):
     if not spec.is_organism:
         return ctx.lm(), ctx.world("s"), [(n, w) for n, w in SAFETY_MIX if n != HAZARD], []
     recipe = get_recipe(spec.name)
-    stage = spec.stage or recipe.stages[0].name
-    base = ctx.organism(f"{spec.name}@{stage}")
+    start = _start(spec)
+    stage = start.partition("@")[2]
+    base = ctx.organism(start)
     mixture = [(n, w) for n, w in recipe.stages[-1].mixture if n != HAZARD]
     notes = []
     seen = [st.name for st in recipe.stages[: recipe.stage_index(stage) + 1]

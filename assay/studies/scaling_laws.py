@@ -49,7 +49,7 @@ from pydantic import Field
 from assay.errors import AssayError
 from assay.methods.scaling import GRID, bootstrap_fits, fit_chinchilla
 from assay.methods.stats import Estimate, from_draws
-from assay.studies._ladder import eval_loss, heldout_loss, load_runs, passes
+from assay.studies._ladder import eval_loss, heldout_loss, ladder_organisms, load_runs, passes
 from assay.study import Below, Context, Control, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS, get_recipe
@@ -76,7 +76,8 @@ def rule(cfg: Config) -> Below:
                        "not supported": "the fit to smaller runs misses the largest"})
 
 
-@study("scaling-laws", agenda=["2.3"], needs=Needs(white_box=False, chat=False, model=False), rule=rule)
+@study("scaling-laws", agenda=["2.3"], needs=Needs(white_box=False, chat=False, model=False), rule=rule,
+       organisms=lambda cfg, model: ladder_organisms(cfg.sizes, cfg.steps, cfg.train_seeds))
 def run(cfg: Config, ctx: Context) -> Result:
     if len(cfg.sizes) < 3 or len(cfg.sizes) * len(cfg.steps) - len(cfg.steps) < 5:
         raise AssayError("scaling-laws needs at least 3 sizes and 5 runs below the largest size "

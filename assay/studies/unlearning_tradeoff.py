@@ -135,7 +135,8 @@ def control(cfg: Config) -> Above:
 
 
 @study("unlearning-tradeoff", agenda=["3.2"], needs=Needs(organism=True, trainable=True),
-       rule=rule, control=control)
+       rule=rule, control=control,
+       organisms=lambda cfg, model: [model.name, retain_twin(model.name)])
 def run(cfg: Config, ctx: Context) -> Result:
     env = setup(ctx, cfg.retain_docs)
     world, forget, retain = env.world, env.forget, env.retain

@@ -35,6 +35,9 @@ class Context:
     organism (a retain-only control, an earlier stage), `world` builds an organism's world and
     `recipe` names the unit's organism recipe.
 
+    ``organisms`` lists the organisms the unit may load (the study's declaration,
+    `StudySpec.organisms`); None allows any. Loading another is an error that names the fix.
+
     ``fetch`` (class-wide) is how a worker without a shared organism cache gets one: called
     with an organism name, it returns the packed stage (`assay.training.organisms.pack`) from
     wherever the organism was trained; None trains missing organisms here.
@@ -43,7 +46,7 @@ class Context:
     fetch: Callable[[str], dict[str, bytes]] | None = None
 
     def __init__(self, seed: int, artifacts: str | Path, model: str | ModelSpec = "organism:s",
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, organisms: list[str] | None = None) -> None:
         self.seed = int(seed)
         self.artifacts = Path(artifacts)
         self.model = ModelSpec.parse(model)
@@ -52,6 +55,7 @@ class Context:
         self.organisms: dict[str, str] = {}  # organism name -> recipe hash, for provenance
         self.weights: dict[str, str] = {}  # organism name -> SHA-256 of the weights it loaded
         self.flops = 0.0  # compute the study reports spending (add_flops), for provenance
+        self.declared = organisms  # the organisms it may load; None: any
         self._lms: dict[str, LM] = {}
         self._worlds: dict[str, World] = {}
 
@@ -93,6 +97,7 @@ class Context:
             from assay.training.organisms import cached, install, organism_path, parse_name, weights_sha256
 
             recipe, index = parse_name(name)
+            self._check_declared(name, recipe.prefix(index).hash)
             if not cached(name) and Context.fetch is not None:
                 self.report(f"fetching organism {name}", 0.0)
                 install(name, Context.fetch(name))
@@ -104,6 +109,21 @@ class Context:
             self.organisms[name] = recipe.prefix(index).hash
             self.weights[name] = weights_sha256(name)
         return self._lms[key]
+
+    def _check_declared(self, name: str, recipe_hash: str) -> None:
+        if self.declared is None:
+            return
+        from assay.training.organisms import parse_name
+
+        hashes = set()
+        for other in self.declared:
+            r, i = parse_name(other)
+            hashes.add(r.prefix(i).hash)
+        if recipe_hash not in hashes:
+            listed = ", ".join(self.declared) or "none"
+            raise AssayError(f"the study loads organism {name}, which it does not declare "
+                             f"(declared: {listed}): add it to @study(organisms=...) so a run "
+                             "can plan its training")
 
     def lm(self) -> LM:
         """The model this unit runs on (``self.model``), loaded once."""

@@ -5,7 +5,10 @@ Config class from the annotation of ``run``'s first parameter, and the title and
 the module docstring (first paragraph: title; the rest: the claim). It also takes the study's
 declared decision rules: ``rule(cfg) -> Rule`` decides the verdict on the result's metrics,
 ``control(cfg) -> Rule`` (default: the same rule) reads the control's metrics. The runner
-applies both (`StudySpec.judge`); a study never writes its own verdict.
+applies both (`StudySpec.judge`); a study never writes its own verdict. A study that loads
+organisms besides the unit's model declares them, ``organisms(cfg, model) -> names``, so a run
+can say what it will train, check the cached ones and order its units before any starts;
+the runner refuses a request the declaration left out.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = ["StudySpec", "discover", "get_study", "studies", "studies_for", "stud
 
 RunFn = Callable[..., Result]
 RuleFn = Callable[..., Rule]  # (cfg) -> Rule
+OrganismsFn = Callable[..., "list[str]"]  # (cfg, model: ModelSpec) -> organism names
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 EXTRA_MODULES = "ASSAY_STUDY_MODULES"
 CATALOGUE = "assay.studies"  # the package whose modules are the built-in studies
@@ -48,6 +52,15 @@ class StudySpec:
     module: str               # the defining module's name
     rule: RuleFn              # rule(cfg) -> Rule: the declared decision on the metrics
     control: RuleFn           # control(cfg) -> Rule: the same test read on the control
+    extra: OrganismsFn | None = None  # organisms(cfg, model): the others it loads
+
+    def organisms(self, cfg: StudyConfig, model) -> list[str]:
+        """The organisms a unit of this study on ``model`` may load (``s``, ``s-retain``,
+        ``s@pretrain``): the model itself when the study reads it and it is an organism, then
+        the declared others. The runner refuses a request outside this list."""
+        own = [model.organism] if self.needs.model and model.is_organism else []
+        extra = list(self.extra(cfg, model)) if self.extra is not None else []
+        return list(dict.fromkeys(own + extra))
 
     def make_config(self, profile: str = "quick", sets=None) -> StudyConfig:
         """The study's config for ``profile`` with ``--set`` strings applied."""
@@ -68,12 +81,15 @@ class StudySpec:
 
 
 def study(id: str, agenda: list[str], needs: Needs = Needs(), *, rule: RuleFn,
-          control: RuleFn | None = None) -> Callable[[RunFn], RunFn]:
+          control: RuleFn | None = None,
+          organisms: OrganismsFn | None = None) -> Callable[[RunFn], RunFn]:
     """Register ``run(cfg: Config, ctx: Context) -> Result`` as study ``id``.
 
     ``rule(cfg)`` returns the `Rule` that decides the verdict from the result's metrics;
     ``control(cfg)`` the one that reads the control's metrics (default: ``rule`` itself, the
-    claim's own test read where the effect must be absent).
+    claim's own test read where the effect must be absent). ``organisms(cfg, model)`` names
+    the organisms the study loads besides the unit's model (default: none); the runner
+    plans their training and refuses any other.
     """
     if not isinstance(id, str) or not _ID.match(id):
         raise AssayError(f"bad study id {id!r}: use lower-case letters, digits and dashes, "
@@ -84,6 +100,9 @@ def study(id: str, agenda: list[str], needs: Needs = Needs(), *, rule: RuleFn,
     if not callable(rule) or (control is not None and not callable(control)):
         raise AssayError(f"study '{id}': rule and control are functions cfg -> Rule "
                          "(see assay.study.rules)")
+    if organisms is not None and not callable(organisms):
+        raise AssayError(f"study '{id}': organisms is a function (cfg, model) -> names, "
+                         "e.g. lambda cfg, model: [\"s-retain\"]")
 
     def register(run: RunFn) -> RunFn:
         if id in _REGISTRY:
@@ -93,7 +112,7 @@ def study(id: str, agenda: list[str], needs: Needs = Needs(), *, rule: RuleFn,
         title, claim = _claim(id, run.__module__)
         _REGISTRY[id] = StudySpec(id=id, agenda=ids, needs=needs, config=config, run=run,
                                   title=title, claim=claim, module=run.__module__, rule=rule,
-                                  control=control or rule)
+                                  control=control or rule, extra=organisms)
         return run
 
     return register

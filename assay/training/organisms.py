@@ -219,7 +219,8 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
                   stage.train, on_progress=report)
     model.to("cpu")
     flops = flops_per_token(model.config, recipe.model.seq_len) * curve.tokens
-    history = history + [{"stage": stage.name, "flops": flops, **curve.to_dict()}]
+    history = history + [{"stage": stage.name, "flops": flops, "device": device.type,
+                          "threads": torch.get_num_threads(), **curve.to_dict()}]
 
     final = stage_dir(recipe, index)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):  # from a build that was killed

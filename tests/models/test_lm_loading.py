@@ -133,3 +133,43 @@ def test_bad_dtype(llama_dir):
     with pytest.raises(AssayError, match="unknown dtype 'float33'"):
         load(f"hf:{llama_dir}", dtype="float33")
     assert load(f"hf:{llama_dir}", dtype="float64").model.dtype == torch.float64
+
+
+def test_a_hub_id_is_checked_in_planning_with_one_request(monkeypatch):
+    """A hub id that is neither cached nor reachable is refused at once (not after a minute
+    of retries inside the first unit); each hub answer gets its own fix."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from assay.models import check_spec
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(AssayError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                                         "is set: download it .*hf download assay-test/absent"):
+        check_spec("hf:assay-test/absent")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def unreachable(url, timeout=None, **kwargs):
+        calls.append(timeout)
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    with pytest.raises(AssayError, match=r"not cached here and the hub cannot be reached "
+                                         r"\(ConnectionError: Name or service not known\)"):
+        check_spec("hf:assay-test/absent")
+    assert calls == [5.0], "one request with a short time-out, no retries"
+
+    def missing(url, **kwargs):
+        err = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as the hub's 404 is
+        Exception.__init__(err, "404 Client Error")
+        raise err
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", missing)
+    with pytest.raises(AssayError, match="no model 'assay-test/absent' on the hub"):
+        check_spec("hf:assay-test/absent")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, **kw: object())
+    assert check_spec("hf:assay-test/present") == "hf:assay-test/present"
+    with pytest.raises(AssayError, match="is not a hub id"):
+        check_spec("hf:not a hub id!")

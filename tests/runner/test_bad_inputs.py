@@ -148,3 +148,34 @@ def test_planning_refuses_what_a_unit_could_never_do(monkeypatch):
     with pytest.raises(AssayError, match="'nope' is neither \"tuned\""):
         plan(["error-bars"], model="organism:xs", sets={"other": "nope"})
     assert plan(["error-bars"], model="organism:xs", sets={"other": "@pretrain"})
+
+
+def test_a_hub_id_offline_and_a_damaged_extra_organism_are_refused_in_planning(
+        toy_env, assay_home, monkeypatch, capsys):
+    """A hub id with no hub and no cached copy is one line before the store exists, not a
+    minute of retries in a unit; so is a damaged cache of an organism that a study loads
+    besides the run's model (a retain-only twin), not only of the run's model itself."""
+    from huggingface_hub import constants
+
+    from assay.errors import AssayError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.monotonic()
+    code, err = _main(monkeypatch, capsys, "run", "toy-runner", "--model", "hf:assay-test/absent",
+                      "--store", str(toy_env / "st"), "--no-report")
+    assert code == 2 and len(err) == 1 and "HF_HUB_OFFLINE is set" in err[0], err
+    assert time.monotonic() - started < 20 and not (toy_env / "st").exists()
+
+    from assay.training import organisms
+
+    monkeypatch.setenv("ASSAY_HOME", assay_home)
+    twin = organisms.organism_path("xs-retain")  # trained once per test session
+    weights = twin / "model.safetensors"
+    saved = weights.read_bytes()
+    try:
+        weights.write_bytes(saved[:-8] + bytes(8))  # same size, other numbers
+        with pytest.raises(AssayError, match="xs-retain.*delete"):
+            plan(["unlearning-tradeoff"], model="organism:xs")
+    finally:
+        weights.write_bytes(saved)
+        os.utime(weights)

@@ -130,3 +130,63 @@ def test_the_cli_runs_a_sweep_on_ray_and_refuses_bad_executor_options(ray_env, t
                              timeout=TIMEOUT)
         assert bad.returncode == 2, bad.stderr
         assert needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_ray_driver_killed_mid_run_loses_no_finished_unit(ray_env, tmp_path):
+    """SIGKILL of `assay run --executor ray` (the driver and the Ray instance it started)
+    once some units are done: the rerun keeps those as they were, computes only the rest,
+    and the store ends as an uninterrupted run's."""
+    import shutil
+    import signal
+    import sqlite3
+    import tempfile
+    import time
+
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths have a limit
+    env = {**ray_env, "RAY_TMPDIR": ray_tmp}
+    store = tmp_path / "st"
+    run = [sys.executable, "-m", "assay.cli", "run", "toy-runner", "--model", "organism:xs",
+           "--seeds", "6", "--set", "sleep=2", "--no-report"]
+
+    def done_units(where):
+        if not (where / "store.db").exists():
+            return {}
+        db = sqlite3.connect(where / "store.db")
+        try:
+            rows = db.execute("SELECT key, finished, result FROM units WHERE status = 'done'")
+            return {k: (f, json.loads(r)["metrics"]) for k, f, r in rows.fetchall()}
+        except sqlite3.OperationalError:  # the table is not made yet
+            return {}
+        finally:
+            db.close()
+
+    driver = subprocess.Popen([*run, "--store", str(store), "--executor", "ray", "--workers",
+                               "2"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(done_units(store)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before = done_units(store)
+        assert driver.poll() is None and 2 <= len(before) < 6, "the kill must land mid-run"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait(TIMEOUT)
+    finally:
+        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)  # anything Ray left
+        time.sleep(1)
+    try:
+        again = subprocess.run([*run, "--store", str(store), "--executor", "ray", "--workers",
+                                "2"], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert again.returncode == 0, again.stderr[-3000:]
+    finally:
+        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    after = done_units(store)
+    assert all(after[k] == before[k] for k in before), "a finished unit was recomputed"
+    clean = subprocess.run([*run, "--store", str(tmp_path / "clean")], env=ray_env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    reference = done_units(tmp_path / "clean")
+    assert {k: m for k, (_, m) in after.items()} == {k: m for k, (_, m) in reference.items()}
+    assert not list((store / "units").glob(".tmp-*"))

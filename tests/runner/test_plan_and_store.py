@@ -101,3 +101,40 @@ def test_store_is_wal_and_intact(toy, tmp_path):
     db = sqlite3.connect(tmp_path / "store" / "store.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_units_carry_their_organisms_and_the_cheapest_come_first(tmp_path, monkeypatch):
+    """With an empty organism cache, the order shows a verdict soonest: studies that need no
+    organism, then those reading only the run's model, then those needing a twin or another
+    draw as well, and the scaling ladder last."""
+    from assay.runner import first_results_first
+
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path))
+    units = {u.study: u for u in plan(model="organism:xs")}
+    assert units["icl-linear-regression"].organisms == ()
+    assert units["probe-selectivity"].organisms == ("xs",)
+    assert set(units["dual-use-uplift"].organisms) == {"xs", "xs@pretrain", "xs-retain"}
+    assert units["format-sensitivity"].organisms == ("xs", "xs~1")
+    assert len(units["scaling-laws"].organisms) == 15
+    order = [u.study for u in first_results_first(list(units.values()))]
+    first = order.index
+    assert max(first("icl-linear-regression"), first("induction-heads")) < first("probe-selectivity")
+    assert first("probe-selectivity") < first("unlearning-tradeoff") < first("compositionality-gap")
+    assert order[-1] == "scaling-laws"  # the most training: ten rungs beyond the other two's five
+    # cached organisms cost nothing: the given order (by id) stands, model readers first
+    from assay.training import schedule
+
+    monkeypatch.setattr(schedule, "_stages_to_build", lambda name: [])
+    order = [u.study for u in first_results_first(list(units.values()))]
+    readers = [s for s in order if units[s].organisms and not units[s].organisms[0].startswith("ladder")]
+    assert readers == sorted(readers) and order[0] == "backdoor-detection"
+
+
+def test_a_study_loading_an_organism_it_did_not_declare_is_refused(tmp_path):
+    from assay.study import Context
+
+    ctx = Context(0, tmp_path, model="organism:xs", organisms=["xs"])
+    with pytest.raises(AssayError, match=r"loads organism xs-retain, which it does not declare "
+                                         r"\(declared: xs\): add it to @study\(organisms"):
+        ctx.organism("xs-retain")  # refused before anything is trained or loaded
+    assert ctx.organisms == {}

@@ -165,6 +165,12 @@ def test_scaling_laws_backtest_recovers_a_known_law_and_shuffled_losses_fail(
         monkeypatch.setattr(module, "heldout_loss", lambda loss, items: loss)
         monkeypatch.setattr(module, "passes", lambda loss, world, mixture, tokens:
                             {name: tokens / 1e5 for name, _ in mixture})
+    from dataclasses import replace
+
+    from assay.study import registry
+
+    faked = replace(registry.get_study("scaling-laws"), extra=lambda cfg, model: [])
+    monkeypatch.setitem(registry._REGISTRY, "scaling-laws", faked)  # the ladder is not loaded
     record = run_xs("scaling-laws", {"n_texts": "20", "n_boot": "10", "train_seeds": "[0, 1]"})
     r = record.result
     # two training seeds: every rung twice, each run a point of the fit

@@ -188,3 +188,21 @@ def test_cli_fills_agenda_and_studies_from_the_registry():
     assert toy[0]["claim"].startswith("Claim: a coin")
     assert "lies above 0.5" in toy[0]["rule"]
     assert "safety-performance-frontier" in {s["id"] for s in listed}
+
+
+def test_a_study_declares_the_organisms_it_loads():
+    from assay.models import ModelSpec
+
+    with pytest.raises(AssayError, match="organisms is a function"):
+        register(organisms=["xs-retain"])
+    xs = ModelSpec.parse("organism:xs")
+    register(id="toy-reader")
+    reader = get_study("toy-reader")
+    assert reader.organisms(reader.make_config(), xs) == ["xs"]  # its model, nothing else
+    twin = register(id="toy-twin", organisms=lambda cfg, model: [f"{model.name}-retain", "xs"])
+    spec = get_study("toy-twin")
+    assert twin is run_toy and spec.organisms(spec.make_config(), xs) == ["xs", "xs-retain"]
+    register(id="toy-ladder", needs=Needs(chat=False, model=False),
+             organisms=lambda cfg, model: ["ladder-32-150"])
+    ladder = get_study("toy-ladder")  # trains its own models: the run's model is not loaded
+    assert ladder.organisms(ladder.make_config(), xs) == ["ladder-32-150"]
