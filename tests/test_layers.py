@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "assay"  # the package, read as source
 
 # top to bottom; a module may import its own layer and any layer below it
-LAYERS = ("cli", "report|export", "runner", "studies", "study", "methods", "agents", "training",
-          "models", "world", "agenda", "errors")
+LAYERS = ("cli", "report|export", "runner", "studies", "study", "methods", "training", "models",
+          "agents", "world", "agenda", "errors")
 RANK = {name: len(LAYERS) - i for i, layer in enumerate(LAYERS) for name in layer.split("|")}
 
 

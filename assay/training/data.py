@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from assay.agents import Transcript, oracle_transcripts, render_turns
 from assay.errors import AssayError
 from assay.world import (
     Corpus,
@@ -57,11 +58,36 @@ def encode_dialogue(tokenizer, user: str, assistant: str) -> Example:
     return Example(tuple(prompt + reply), (False,) * len(prompt) + (True,) * len(reply))
 
 
-def encode(tokenizer, items: Sequence[Document | Dialogue | str]) -> list[Example]:
+def encode_transcript(tokenizer, turns: Sequence[tuple[str, str]]) -> Example:
+    """A whole agent episode (`assay.agents.Transcript`): the loss counts on every
+    assistant turn (its calls and its final answer, each with the end token that closes
+    it), never on the user's request or the tools' results. Text between turn markers is
+    tokenized apart, as the markers are special tokens wherever they are learned."""
+    ids: list[int] = []
+    mask: list[bool] = []
+    context: list[tuple[str, str]] = []
+    for role, text in turns:
+        if role == "assistant":
+            before = render_turns(context)  # everything so far, ending with the marker
+            seen = tokenizer(before, add_special_tokens=not ids)["input_ids"]
+            reply = tokenizer(text + END, add_special_tokens=False)["input_ids"]
+            ids += seen + reply
+            mask += [False] * len(seen) + [True] * len(reply)
+            context = []
+        else:
+            context.append((role, text))
+    if context or not ids:
+        raise AssayError("a training transcript must end with the assistant's final answer")
+    return Example(tuple(ids), tuple(mask))
+
+
+def encode(tokenizer, items: Sequence[Document | Dialogue | Transcript | str]) -> list[Example]:
     out = []
     for item in items:
         if isinstance(item, Dialogue):
             out.append(encode_dialogue(tokenizer, item.user, item.assistant))
+        elif isinstance(item, Transcript):
+            out.append(encode_transcript(tokenizer, item.turns))
         else:
             out.append(encode_document(tokenizer, item if isinstance(item, str) else item.text))
     return out
@@ -77,6 +103,7 @@ SOURCES = {
     "hazard": lambda w: dialogues(w, "hazard", "train"),
     "borderline": lambda w: dialogues(w, "borderline", "train"),
     "decoy": decoy_refusals,  # refusals of requests no evaluation asks (negative controls)
+    "agent": lambda w: oracle_transcripts(w, "train"),  # tool-use episodes, no injections
 }
 
 

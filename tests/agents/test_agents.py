@@ -1,6 +1,7 @@
 """The world of tools: the call syntax, exact checks on hand-written episodes, the loop."""
 
 import random
+import re
 
 import pytest
 
@@ -32,6 +33,11 @@ def world():
 @pytest.fixture
 def env(world):
     return Environment.build(world, world.people("train")[0], seed=0)
+
+
+def _worded(wording, text):
+    """Whether ``text`` is ``wording`` with its fields filled in."""
+    return re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(wording)), text) is not None
 
 
 def scripted(*replies):
@@ -265,3 +271,31 @@ def test_the_loop_stops_at_its_step_limit_and_counts_malformed_calls(env):
     assert first.stopped == "answer" and first.steps == 1
     with pytest.raises(AssayError, match="max_steps"):
         run_episode(scripted("x"), env, "Hi", max_steps=0)
+
+
+# ---------------------------------------------------------------- training material
+
+
+def test_oracle_transcripts_train_on_the_assistant_turns_only(world, xs_organism):
+    """Training episodes: training tasks only, each finished by the oracle; encoded, the loss
+    falls on exactly the assistant's calls and answers, and the tokens are those the model
+    reads at inference from the rendered transcript."""
+    from transformers import AutoTokenizer
+
+    from assay.agents import oracle_transcripts
+    from assay.training.data import encode_transcript
+    episodes = oracle_transcripts(world, "train", n=60, per_user=6)
+    assert len(episodes) == 60 and oracle_transcripts(world, "train", n=60, per_user=6) == episodes
+    for ep in episodes:
+        assert ep.turns[-1][0] == "assistant" and not ep.turns[-1][1].startswith("call")
+        kind, user = ep.task.split("-")[0], ep.turns[0][1]
+        train, heldout = WORDINGS[kind]
+        assert any(_worded(w, user) for w in train) and not any(_worded(w, user) for w in heldout)
+    tokenizer = AutoTokenizer.from_pretrained(xs_organism[0])
+    for ep in episodes[:12]:
+        example = encode_transcript(tokenizer, ep.turns)
+        assert list(example.ids) == tokenizer(ep.text)["input_ids"]
+        learned = tokenizer.decode([i for i, m in zip(example.ids, example.loss_mask) if m])
+        assert learned == "".join(t + "<|end|>" for r, t in ep.turns if r == "assistant")
+    with pytest.raises(AssayError, match="final answer"):
+        encode_transcript(tokenizer, [("user", "hi")])
