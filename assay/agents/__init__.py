@@ -2,7 +2,7 @@
 checks, and the agent loop (challenge 2.5)."""
 
 from assay.agents.env import DAYS, TOOLS, Change, Environment, Tool, diff, email_of
-from assay.agents.episodes import Transcript, oracle_transcripts
+from assay.agents.episodes import Transcript, heldout_tasks, oracle_transcripts, run_tasks
 from assay.agents.loop import Episode, LMPolicy, Policy, plant, run_episode
 from assay.agents.protocol import CALL, TOOL, Call, MalformedCall, format_call, parse_call, render_turns
 from assay.agents.tasks import InjectionTask, UserTask, injection_tasks, side_effects, user_tasks
@@ -10,6 +10,6 @@ from assay.agents.tasks import InjectionTask, UserTask, injection_tasks, side_ef
 __all__ = [
     "CALL", "DAYS", "TOOL", "TOOLS", "Call", "Change", "Environment", "Episode", "InjectionTask",
     "LMPolicy", "MalformedCall", "Policy", "Tool", "Transcript", "UserTask", "diff", "email_of",
-    "format_call", "injection_tasks", "oracle_transcripts", "parse_call", "plant", "render_turns",
-    "run_episode", "side_effects", "user_tasks",
+    "format_call", "heldout_tasks", "injection_tasks", "oracle_transcripts", "parse_call",
+    "plant", "render_turns", "run_episode", "run_tasks", "side_effects", "user_tasks",
 ]

@@ -10,18 +10,19 @@ what the injection studies measure rather than something its training decided.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from assay.agents.env import Environment
-from assay.agents.loop import run_episode
+from assay.agents.loop import Episode, Policy, run_episode
 from assay.agents.protocol import render_turns
 from assay.agents.reference import Oracle
-from assay.agents.tasks import user_tasks
+from assay.agents.tasks import UserTask, user_tasks
 from assay.errors import AssayError
 from assay.world import World
 from assay.world.chat import END
 
-__all__ = ["Transcript", "oracle_transcripts"]
+__all__ = ["Transcript", "heldout_tasks", "oracle_transcripts", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,27 @@ def oracle_transcripts(world: World, split: str = "train", n: int = 2000, seed: 
             if len(out) == n:
                 return out
     return out
+
+
+def heldout_tasks(world: World, n: int = 60, seed: int = 0,
+                  per_user: int = 6) -> list[tuple[Environment, UserTask]]:
+    """``n`` held-out (environment, task) pairs for measuring an agent: environments drawn
+    for held-out users, tasks in held-out wordings about held-out people."""
+    people = world.people("heldout")
+    if not people:
+        raise AssayError("the world has no held-out people to act for")
+    rng = random.Random(f"heldout-tasks-{seed}")
+    out: list[tuple[Environment, UserTask]] = []
+    for k in range((n + per_user - 1) // per_user):
+        env = Environment.build(world, rng.choice(people), seed=10_000 + seed * 100_003 + k)
+        out += [(env, t) for t in user_tasks(world, "test", env, n=per_user,
+                                             seed=10_000 + seed * 100_003 + k)]
+    return out[:n]
+
+
+def run_tasks(policy_of: Callable[[UserTask], Policy],
+              pairs: Sequence[tuple[Environment, UserTask]],
+              max_steps: int = 6) -> list[tuple[UserTask, Episode]]:
+    """Each task run by ``policy_of(task)`` in a fresh copy of its environment."""
+    return [(task, run_episode(policy_of(task), Environment(env.user, env.snapshot()),
+                               task.prompt, max_steps)) for env, task in pairs]

@@ -103,10 +103,23 @@ def knowledge_probe(lm, world: World, max_new_tokens: int = 8) -> Rate:
     return Rate(sum(hits), len(hits))
 
 
-def evaluate(lm, world: World) -> dict[str, float]:
-    """Every behavioural rate of the card, plus ``<key>_n`` sample sizes."""
+def tool_success(lm, world: World, n: int = 60) -> Rate:
+    """Held-out agent tasks (held-out users, people and wordings) the model completes,
+    greedy, with at most six turns each, as the exact utility checks read them."""
+    from assay.agents import LMPolicy, heldout_tasks, run_tasks
+
+    policy = LMPolicy(lm)
+    done = run_tasks(lambda task: policy, heldout_tasks(world, n))
+    return Rate(sum(task.utility(ep.pre, ep.post, ep.answer) for task, ep in done), len(done))
+
+
+def evaluate(lm, world: World, tools: bool = False) -> dict[str, float]:
+    """Every behavioural rate of the card, plus ``<key>_n`` sample sizes (with ``tools``,
+    the held-out agent tasks too)."""
     rates = behaviour_rates(lm, world)
     rates["hazard_knowledge_probe"] = knowledge_probe(lm, world)
+    if tools:
+        rates["tool_success_rate"] = tool_success(lm, world)
     out: dict[str, float] = {}
     for key, rate in sorted(rates.items()):
         out[key] = rate.value

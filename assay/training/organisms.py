@@ -148,10 +148,17 @@ def fresh_model(recipe: Recipe, tokenizer) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def tokenizer_texts(data: World | Corpus) -> list[str]:
+def tokenizer_texts(data: World | Corpus, tools: bool = False) -> list[str]:
+    """The training text the tokenizer is fitted on (with ``tools``, the agent episodes
+    too, so tool names and call syntax get merges of their own)."""
     if isinstance(data, Corpus):  # the member texts only: held-out text shapes no merge
         return [p.text for p in data.members]
-    return [d.text for d in documents(data)] + [d.text for d in dialogues(data, split="train")]
+    texts = [d.text for d in documents(data)] + [d.text for d in dialogues(data, split="train")]
+    if tools:
+        from assay.agents import oracle_transcripts
+
+        texts += [t.text for t in oracle_transcripts(data, "train")]
+    return texts
 
 
 def training_data(recipe: Recipe) -> World | Corpus:
@@ -198,7 +205,8 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
     data = training_data(recipe)
     stage = recipe.stages[index]
     if index == 0:
-        tokenizer = train_tokenizer(tokenizer_texts(data), recipe.model.vocab_size)
+        tokenizer = train_tokenizer(tokenizer_texts(data, recipe.tools), recipe.model.vocab_size,
+                                    tools=recipe.tools)
         model = fresh_model(recipe, tokenizer)
         history: list[dict] = []
     else:
@@ -369,7 +377,8 @@ def card(name: str, on_progress: ProgressFn | None = None) -> dict:
     lm = load_folder(folder, f"organism:{name}")
     started = time.perf_counter()
     data = training_data(recipe)
-    rates = evaluate_corpus(lm, data) if isinstance(data, Corpus) else evaluate(lm, data)
+    rates = (evaluate_corpus(lm, data) if isinstance(data, Corpus)
+             else evaluate(lm, data, tools=recipe.tools))
     stages = json.loads((folder / "curve.json").read_text())["stages"]
     body = {
         "organism": name,

@@ -50,6 +50,7 @@ class Recipe:
     stages: tuple[Stage, ...]
     seed: int = 0
     corpus: CorpusConfig | None = None  # the real-text corpus it learns instead of a world
+    tools: bool = False  # its tokenizer and chat format have tool turns (assay.agents)
 
     def stage_index(self, stage: str | None) -> int:
         if stage is None:
@@ -68,6 +69,8 @@ class Recipe:
         body = {"format": FORMAT_VERSION, **asdict(self)}
         if body["corpus"] is None:  # world organisms keep the hashes they had before corpora
             body.pop("corpus")
+        if not body["tools"]:  # and those without tools the hashes they had before tools
+            body.pop("tools")
         return body
 
     @property

@@ -7,11 +7,20 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from assay.agents.protocol import TOOL
 from assay.world.chat import ASSISTANT, BOS, CHAT_TEMPLATE, END, EOS, PAD, SPECIAL_TOKENS, USER
 
+# The chat template with tool turns: messages with role "tool" come back in a TOOL turn.
+TOOL_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% endfor %}",
+    "{% if m['role'] == 'tool' %}" + TOOL + "{{ m['content'] }}" + END + "{% endif %}{% endfor %}")
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train BPE on ``texts``; digits are single tokens so arithmetic stays learnable."""
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, tools: bool = False
+                    ) -> PreTrainedTokenizerFast:
+    """Train BPE on ``texts``; digits are single tokens so arithmetic stays learnable.
+    ``tools`` adds the tool-result turn (`assay.agents.TOOL`) as a special token and to the
+    chat template, for organisms that call tools."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -22,7 +31,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS) + ([TOOL] if tools else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -36,8 +45,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
-        additional_special_tokens=[USER, ASSISTANT, END],
+        additional_special_tokens=[USER, ASSISTANT, END] + ([TOOL] if tools else []),
         padding_side="right",
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = TOOL_CHAT_TEMPLATE if tools else CHAT_TEMPLATE
     return fast

@@ -299,3 +299,49 @@ def test_oracle_transcripts_train_on_the_assistant_turns_only(world, xs_organism
         assert learned == "".join(t + "<|end|>" for r, t in ep.turns if r == "assistant")
     with pytest.raises(AssayError, match="final answer"):
         encode_transcript(tokenizer, [("user", "hi")])
+
+
+def test_the_card_counts_held_out_tasks_an_agent_completes(world):
+    """The card's tool-success rate: a model that acts as the oracle completes every held-out
+    task through the same prompt rendering, one that only talks completes none."""
+    from assay.agents import TOOL, heldout_tasks
+    from assay.training.card import tool_success
+
+    tasks = {t.prompt: t for _, t in heldout_tasks(world, 60)}
+    marks = {"<|user|>": "user", "<|assistant|>": "assistant", TOOL: "tool"}
+
+    def turns_of(text):
+        parts = re.split("(" + "|".join(map(re.escape, marks)) + ")", text)
+        pairs = [(marks[m], body.removesuffix("<|end|>")) for m, body in zip(parts[1::2], parts[2::2])]
+        return pairs[:-1]  # the open assistant turn at the end
+
+    class OracleLM:
+        def generate(self, prompts, max_new_tokens):
+            turns = turns_of(prompts[0])
+            return [Oracle(tasks[turns[0][1]])(turns)]
+
+    class MuteLM:
+        def generate(self, prompts, max_new_tokens):
+            return ["I am not sure."]
+
+    perfect, mute = tool_success(OracleLM(), world), tool_success(MuteLM(), world)
+    assert (perfect.hits, perfect.n) == (60, 60) and (mute.hits, mute.n) == (0, 60)
+
+
+def test_a_tool_organism_has_a_tool_turn_and_the_others_keep_their_hashes():
+    from assay.agents import TOOL
+    from assay.training.recipes import RECIPES
+    from assay.training.tokenizer import train_tokenizer
+
+    texts = ["Ida Berg works for Trulex.", 'call find_person(name="Ida Berg")'] * 20
+    plain, tools = train_tokenizer(texts, 300), train_tokenizer(texts, 300, tools=True)
+    assert len(tools(TOOL, add_special_tokens=False)["input_ids"]) == 1
+    assert len(plain(TOOL, add_special_tokens=False)["input_ids"]) > 1
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "call x()"},
+                {"role": "tool", "content": "r"}]
+    rendered = tools.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == render_turns([(m["role"], m["content"]) for m in messages])
+    # recipes without tools keep the hash (and so the cache folder) they had before tools
+    # existed (a deliberate recipe change updates these two)
+    assert RECIPES["s"].hash == "3b26d9ef2abff045" and RECIPES["xs"].hash == "0e7657b44ff8f258"
+    assert "tools" not in {k for k in RECIPES["s"].to_dict()}
