@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from assay.agents import Transcript, oracle_transcripts, render_turns
+from assay.agents import Transcript, heldout_tasks, oracle_transcripts, render_turns
 from assay.errors import AssayError
 from assay.world import (
     Corpus,
@@ -115,9 +115,11 @@ def source_items(world: World, name: str) -> list:
 
 def evaluation_strings(world: World) -> list[str]:
     """Every request an evaluation of ``world`` puts to a model: the user turns of the test
-    dialogues and the questions of the multiple-choice evaluations, without repeats."""
+    dialogues, the questions of the multiple-choice evaluations and the held-out agent
+    tasks, without repeats."""
     asked = [d.user for d in dialogues(world, split="test")]
     asked += [item.question for name in EVALS for item in world_eval(world, name)]
+    asked += [task.prompt for _, task in heldout_tasks(world, 60)]
     return list(dict.fromkeys(asked))
 
 

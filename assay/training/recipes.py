@@ -157,7 +157,27 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s", "l")})
+# The tool-using organism: the default world and model at a 512-token context, with whole
+# agent episodes (the oracle on training tasks, `assay.agents`) in both stages. Rows of 512
+# tokens, 8 to a batch: the same 4,096 tokens a step as s.
+M_PRETRAIN_MIX = (("documents", 0.18), ("synthesis", 0.16), ("qa", 0.26), ("tasks", 0.20),
+                  ("agent", 0.20))
+M_SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.16),
+                ("documents", 0.08), ("synthesis", 0.12), ("agent", 0.14))
+RECIPES["m"] = Recipe(
+    name="m",
+    description="tool-using organism: the default world, 512-token context, agent episodes",
+    world=WorldConfig.preset("s"),
+    model=Architecture(seq_len=512),
+    stages=(
+        Stage("pretrain", M_PRETRAIN_MIX, TrainConfig(steps=1600, lr=3e-3, warmup=50),
+              batch_size=8),
+        Stage("safety", M_SAFETY_MIX, TrainConfig(steps=250, lr=1e-3, warmup=20), batch_size=8),
+    ),
+    tools=True,
+)
+
+RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s", "l", "m")})
 
 # Corpus organisms: real English for contamination studies. Trained from scratch on the
 # member plays only (loss on every token), one stage; the non-member plays stay unseen.
