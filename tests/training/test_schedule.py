@@ -1,19 +1,11 @@
 """What a run trains and how long it says that takes."""
 
 import pytest
+from test_organisms import TINY  # the two-stage plumbing recipe (tests/training is on the path)
 
 from assay.training import organisms
-from assay.training.recipes import RECIPES, Architecture, Recipe, Stage
+from assay.training.recipes import RECIPES
 from assay.training.schedule import missing, stage_seconds, train_seconds
-from assay.training.trainer import TrainConfig
-from assay.world import WorldConfig
-
-TINY = Recipe(
-    name="tiny", description="plumbing only", world=WorldConfig.preset("xs"),
-    model=Architecture(d_model=32, n_layer=1, n_head=2, d_ff=64, seq_len=64, vocab_size=400),
-    stages=(Stage("pretrain", (("documents", 1.0),), TrainConfig(steps=30, warmup=2), 8),
-            Stage("safety", (("hazard", 1.0),), TrainConfig(steps=6, warmup=1), 8)),
-)
 
 
 @pytest.fixture
