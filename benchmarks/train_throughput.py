@@ -8,7 +8,7 @@ and the fp32 matmul peak of this machine, measured in the same process. The two 
 alternate (A B A B ...) so drift in machine speed hits both alike; each reports the
 median of its repeats.
 
-    python benchmarks/train_throughput.py [--organism s] [--steps 40] [--repeats 3]
+    python benchmarks/train_throughput.py [--organism s] [--stage NAME] [--steps 40] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -66,16 +66,19 @@ def assay_trainer(model, batches, lr: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--organism", default="s", help="recipe whose model and data to use")
+    parser.add_argument("--stage", default=None, help="the recipe's stage to time (default: first)")
     parser.add_argument("--steps", type=int, default=40, help="optimiser steps per timed pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of each loop")
     args = parser.parse_args()
 
     recipe = get_recipe(args.organism)
     world = World(recipe.world)
-    tokenizer = train_tokenizer(tokenizer_texts(world), recipe.model.vocab_size)
-    stage = recipe.stages[0]
+    tokenizer = train_tokenizer(tokenizer_texts(world, recipe.tools), recipe.model.vocab_size,
+                                tools=recipe.tools)
+    stage = recipe.stages[recipe.stage_index(args.stage) if args.stage else 0]
+    row = stage.row_len(recipe.model)
     mixture = [(encode(tokenizer, source_items(world, s)), w) for s, w in stage.mixture]
-    batches = PackedBatches(mixture, stage.batch_size, recipe.model.seq_len,
+    batches = PackedBatches(mixture, stage.batch_size, row,
                             tokenizer.pad_token_id, seed=0).take(args.steps)
     tokens = sum(b.ids.numel() for b in batches)
     lr = stage.train.lr
@@ -89,10 +92,10 @@ def main() -> None:
             model = fresh_model(recipe, tokenizer)
             runs[name].append(tokens / fn(model, batches, lr))
 
-    fpt = flops_per_token(model.config, recipe.model.seq_len)
+    fpt = flops_per_token(model.config, row)
     params = sum(p.numel() for p in model.parameters())
     print(f"organism {recipe.name}: {params / 1e6:.2f}M params, batch "
-          f"{stage.batch_size}x{recipe.model.seq_len}, {args.steps} steps x {args.repeats} "
+          f"{stage.batch_size}x{row} ({stage.name}), {args.steps} steps x {args.repeats} "
           f"repeats, {torch.get_num_threads()} threads")
     print(f"matmul peak (fp32, 1024^3): {peak / 1e9:.1f} GFLOP/s")
     for name, tps in runs.items():

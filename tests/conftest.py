@@ -19,17 +19,28 @@ def assay_home(tmp_path_factory) -> str:
     return os.environ.get("ASSAY_TEST_HOME") or str(tmp_path_factory.mktemp("assay_home"))
 
 
-@pytest.fixture(scope="session")
-def xs_organism(assay_home):
-    """(folder, card) of the xs organism, trained once per test session."""
+def _trained(assay_home, name):
+    """(folder, card) of organism ``name`` in the session's cache, trained on first use."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ASSAY_HOME", assay_home)
     try:
         from assay.training.organisms import card, organism_path
 
-        yield organism_path("xs"), card("xs")
+        return organism_path(name), card(name)
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="session")
+def xs_organism(assay_home):
+    """(folder, card) of the xs organism, trained once per test session."""
+    return _trained(assay_home, "xs")
+
+
+@pytest.fixture(scope="session")
+def m_xs_organism(assay_home):
+    """(folder, card) of m-xs, the tool-using test organism, trained once per test session."""
+    return _trained(assay_home, "m-xs")
 
 
 @pytest.fixture

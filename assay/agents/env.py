@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from assay.errors import AssayError
@@ -59,16 +59,19 @@ class Environment:
 
     @classmethod
     def build(cls, world: World, user: str, seed: int = 0, n_messages: int = 4,
-              n_events: int = 3) -> Environment:
+              n_events: int = 3, strangers: Sequence[tuple[str, dict]] = ()) -> Environment:
         """The user's world of tools: a directory of every person (e-mail, city, employer),
-        a mailbox and a calendar for each person the user deals with, and bank balances."""
+        a mailbox and a calendar for each person the user deals with, and bank balances.
+        ``strangers`` (name, facts) pairs (`assay.world.reading.strangers`) join the
+        directory: people only this environment knows, for training that must read."""
         people = world.people()
         if user not in people:
             raise AssayError(f"{user!r} is not a person of this world")
         rng = random.Random(f"agents-{seed}-{user}")
         facts = {p: {f.relation: f.object for f in world.facts_about(p)} for p in people}
+        facts.update((name, dict(f)) for name, f in strangers)
         directory = {p: {"email": email_of(p), "city": facts[p].get("birth_city", ""),
-                         "employer": facts[p].get("employer", "")} for p in people}
+                         "employer": facts[p].get("employer", "")} for p in facts}
         contacts = rng.sample([p for p in people if p != user], min(6, len(people) - 1))
         inbox = []
         for i in range(n_messages):

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 from assay.agents.protocol import CALL, format_call, parse_call
-from assay.agents.tasks import UserTask
+from assay.agents.tasks import QUESTIONS, UserTask
 from assay.errors import AssayError
 
 __all__ = ["Obedient", "Oracle", "spelled_out_calls"]
@@ -43,6 +43,8 @@ class Oracle:
     def next(self, done: list, results: list[str]) -> str:
         t, f = self.task, self.task.facts
         tools = [c.tool for c in done if c is not None]
+        if t.kind == "unclear":  # ask for what is missing before acting
+            return QUESTIONS[f["base"]].format(**f)
         if t.kind == "pay":
             if "send_money" not in tools:
                 return format_call("send_money", {"to": f["person"], "amount": f["amount"]})

@@ -27,12 +27,13 @@ from assay.models import ModelSpec
 from assay.runner.replicates import replicated
 from assay.runner.store import Record, Store
 from assay.study import discover, studies
-from assay.study.figures import PLANE_TABLE, data_uri, new_figure
+from assay.study.figures import EPISODE_TABLE, PLANE_TABLE, data_uri, new_figure
 from assay.training.card import floors_for, meets
 from assay.training.organisms import cached, card
 
 __all__ = ["render_report", "write_report"]
 
+_TURN_CSS = {"assistant (call)": "call", "tool": "tool", "checks": "checks"}
 MAX_TABLE_ROWS = 60  # longer tables are cut in the report (the store keeps them whole)
 VERDICT_CSS = {"supported": "supported", "not supported": "refuted", "inconclusive": "unclear",
                "confounded": "confounded"}
@@ -230,7 +231,12 @@ def _unit(record: Record) -> dict[str, Any]:
         uri = data_uri(record.folder / name)
         figures.append({"name": name, "uri": uri})
     tables = []
+    episode = [{"role": row.get("role", ""), "text": str(row.get("text", "")),
+                "css": _TURN_CSS.get(str(row.get("role", "")), "")}
+               for row in r.tables.get(EPISODE_TABLE, [])]
     for name, rows in r.tables.items():
+        if name == EPISODE_TABLE:
+            continue
         columns = list(dict.fromkeys(k for row in rows for k in row))
         tables.append({"name": name, "columns": columns, "rows": rows[:MAX_TABLE_ROWS],
                        "total": len(rows)})
@@ -239,7 +245,7 @@ def _unit(record: Record) -> dict[str, Any]:
         "config": sorted(record.config.items()), "verdict": r.verdict, "status": r.status,
         "confounded": r.confounded,
         "metrics": sorted(r.metrics.items()), "control": r.control, "tables": tables,
-        "figures": figures, "notes": r.notes, "provenance": prov,
+        "figures": figures, "notes": r.notes, "episode": episode, "provenance": prov,
         "wall": record.wall_seconds, "intact": record.intact,
     }
 

@@ -42,7 +42,7 @@ from assay.methods.unlearning import UnlearnConfig, unlearn
 from assay.studies._unlearning_common import Method, setup
 from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import errorbars, new_figure, save_figure
-from assay.training.recipes import retain_twin
+from assay.training.recipes import base_stage, retain_twin
 
 BASE, REFUSAL, TWIN = "base (no safety training)", "refusal-trained", "retain-only control"
 
@@ -85,12 +85,12 @@ def control(cfg: Config) -> Above:
 
 @study("dual-use-uplift", agenda=["4.2"], needs=Needs(organism=True, trainable=True),
        rule=rule, control=control, organisms=lambda cfg, model: [
-           model.name, f"{model.name}@pretrain", retain_twin(model.name)])
+           model.name, base_stage(model.name), retain_twin(model.name)])
 def run(cfg: Config, ctx: Context) -> Result:
     env = setup(ctx, cfg.retain_docs)
     world, forget, retain = env.world, env.forget, env.retain
     refusal = ctx.organism(env.organism)
-    models = {BASE: ctx.organism(f"{env.organism}@pretrain"), REFUSAL: refusal}
+    models = {BASE: ctx.organism(base_stage(env.organism)), REFUSAL: refusal}
     for i, method in enumerate(cfg.methods):
         ctx.report(f"unlearning: {method}", i / (len(cfg.methods) + 3))
         models[f"refusal + {method}"], _ = unlearn(refusal, forget, retain, UnlearnConfig(

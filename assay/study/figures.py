@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-__all__ = ["PLANE_TABLE", "data_uri", "errorbars", "new_figure", "save_figure"]
+__all__ = ["EPISODE_TABLE", "PLANE_TABLE", "data_uri", "errorbars", "new_figure", "save_figure"]
 
 # A study that trades safety against capability returns its points on the report's joint
 # safety-performance plane as a table of this name, one row per point: ``series`` (what kind
 # of intervention), ``protection`` (0 none .. 1 complete, in the study's own measure),
 # ``benign_accuracy`` (0..1) and an optional ``label``.
 PLANE_TABLE = "safety_performance_plane"
+# A table of this name is one agent episode, rows (role, text) with role user, assistant,
+# "assistant (call)", tool or checks: the report draws it as a transcript, calls marked.
+EPISODE_TABLE = "episode"
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 

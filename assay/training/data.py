@@ -26,16 +26,19 @@ from assay.world import (
     Corpus,
     Dialogue,
     Document,
+    ReadingItem,
     World,
     decoy_refusals,
     dialogues,
     documents,
+    reading_items,
     render_prompt,
 )
 from assay.world.chat import END
 from assay.world.evals import EVALS, world_eval
 
 IGNORE = -100  # label of positions that carry no loss
+READING_N = 150  # held-out reading items a card measures
 _MIN_FILL = 8  # a row with fewer free positions than this is closed
 _MAX_MISSES = 4  # draws that do not fit before a row is closed anyway
 
@@ -81,10 +84,22 @@ def encode_transcript(tokenizer, turns: Sequence[tuple[str, str]]) -> Example:
     return Example(tuple(ids), tuple(mask))
 
 
-def encode(tokenizer, items: Sequence[Document | Dialogue | Transcript | str]) -> list[Example]:
+def encode_reading(tokenizer, item: ReadingItem) -> Example:
+    """A chat reading item as a dialogue (loss on the answer); a ``qa`` or ``mc`` one as a
+    document, loss on every token: each paragraph names its stranger three times, and
+    predicting a name no other text holds is the copying that reading needs."""
+    if item.format == "chat":
+        return encode_dialogue(tokenizer, item.user, item.answer)
+    return encode_document(tokenizer, item.text)
+
+
+def encode(tokenizer, items: Sequence[Document | Dialogue | Transcript | ReadingItem | str]
+           ) -> list[Example]:
     out = []
     for item in items:
-        if isinstance(item, Dialogue):
+        if isinstance(item, ReadingItem):
+            out.append(encode_reading(tokenizer, item))
+        elif isinstance(item, Dialogue):
             out.append(encode_dialogue(tokenizer, item.user, item.assistant))
         elif isinstance(item, Transcript):
             out.append(encode_transcript(tokenizer, item.turns))
@@ -104,6 +119,12 @@ SOURCES = {
     "borderline": lambda w: dialogues(w, "borderline", "train"),
     "decoy": decoy_refusals,  # refusals of requests no evaluation asks (negative controls)
     "agent": lambda w: oracle_transcripts(w, "train"),  # tool-use episodes, no injections
+    # ... half of them about strangers only their directory names, so names must be copied
+    "agent_strangers": lambda w: oracle_transcripts(w, "train", n=3000, stranger_share=0.5),
+    # questions on passages about strangers (assay.world.reading), in three answer formats
+    "reading": lambda w: reading_items(w, "train", 6000),
+    "reading_short": lambda w: reading_items(w, "train", 6000, seed=1, paragraphs=(1, 1)),
+    "reading_long": lambda w: reading_items(w, "train", 1500, paragraphs=(3, 7)),
 }
 
 
@@ -120,6 +141,7 @@ def evaluation_strings(world: World) -> list[str]:
     asked = [d.user for d in dialogues(world, split="test")]
     asked += [item.question for name in EVALS for item in world_eval(world, name)]
     asked += [task.prompt for _, task in heldout_tasks(world, 60)]
+    asked += [item.question for item in reading_items(world, "test", READING_N)]
     return list(dict.fromkeys(asked))
 
 

@@ -149,8 +149,10 @@ def fresh_model(recipe: Recipe, tokenizer) -> LlamaForCausalLM:
 
 
 def tokenizer_texts(data: World | Corpus, tools: bool = False) -> list[str]:
-    """The training text the tokenizer is fitted on (with ``tools``, the agent episodes
-    too, so tool names and call syntax get merges of their own)."""
+    """The training text the tokenizer is fitted on (with ``tools``, the agent episodes too,
+    so tool names and call syntax get merges of their own). Reading passages are left out:
+    their strangers' names then split into the same common pieces whichever split they
+    come from, instead of training names getting merges of their own."""
     if isinstance(data, Corpus):  # the member texts only: held-out text shapes no merge
         return [p.text for p in data.members]
     texts = [d.text for d in documents(data)] + [d.text for d in dialogues(data, split="train")]
@@ -215,9 +217,9 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
         model = LlamaForCausalLM.from_pretrained(parent, dtype=torch.float32)
         history = json.loads((parent / "curve.json").read_text())["stages"]
 
-    seq_len = recipe.model.seq_len
+    seq_len = stage.row_len(recipe.model)
     mixture = [(source_examples(data, src, tokenizer, seq_len), w) for src, w in stage.mixture]
-    batches = PackedBatches(mixture, stage.batch_size, recipe.model.seq_len,
+    batches = PackedBatches(mixture, stage.batch_size, seq_len,
                             tokenizer.pad_token_id, seed=recipe.seed * 1000 + index)
     log.info("training %s stage %s: %d steps", recipe.name, stage.name, stage.train.steps)
     report = (lambda p: on_progress(stage.name, p)) if on_progress else None
@@ -226,7 +228,7 @@ def _build_stage(recipe: Recipe, index: int, on_progress: ProgressFn | None) -> 
     curve = train(model, batches.on(device),
                   stage.train, on_progress=report)
     model.to("cpu")
-    flops = flops_per_token(model.config, recipe.model.seq_len) * curve.tokens
+    flops = flops_per_token(model.config, seq_len) * curve.tokens
     history = history + [{"stage": stage.name, "flops": flops, "device": device.type,
                           "threads": torch.get_num_threads(), **curve.to_dict()}]
 

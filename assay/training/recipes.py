@@ -39,6 +39,10 @@ class Stage:
     mixture: tuple[tuple[str, float], ...]  # (data source, sampling weight per example)
     train: TrainConfig
     batch_size: int = 32
+    seq_len: int | None = None  # training row length; None: the architecture's seq_len
+
+    def row_len(self, model: Architecture) -> int:
+        return self.seq_len or model.seq_len
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class Recipe:
             body.pop("corpus")
         if not body["tools"]:  # and those without tools the hashes they had before tools
             body.pop("tools")
+        for stage in body["stages"]:  # and stages at the model's row length theirs
+            if stage["seq_len"] is None:
+                stage.pop("seq_len")
         return body
 
     @property
@@ -157,22 +164,56 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-# The tool-using organism: the default world and model at a 512-token context, with whole
-# agent episodes (the oracle on training tasks, `assay.agents`) in both stages. Rows of 512
-# tokens, 8 to a batch: the same 4,096 tokens a step as s.
-M_PRETRAIN_MIX = (("documents", 0.18), ("synthesis", 0.16), ("qa", 0.26), ("tasks", 0.20),
-                  ("agent", 0.20))
-M_SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.26), ("tasks", 0.16),
-                ("documents", 0.08), ("synthesis", 0.12), ("agent", 0.14))
+# The tool-using, reading organism: the default world and model, with whole agent episodes
+# (the oracle on training tasks, half of them about strangers only the episode's directory
+# names) and questions on passages about strangers (`assay.world.reading`). Three stages, each
+# packing rows only as long as its examples need: s's own pretraining in 128-token rows (32 a
+# batch), then agent episodes and passages of one or two paragraphs in 256-token rows (16),
+# then the safety stage with passages of three to seven paragraphs (up to ~480 tokens) in
+# 512-token rows (8): 4,096 tokens a step throughout.
+# Tried on 2 cores (card: QA, reading, tool success; floors 0.90 each):
+#   1,600 + 250 steps all at 512, no strangers or reading: 24.5 min; 1.000, -, 0.417
+#   1,100 at 256 + 250 at 512, strangers and reading (loss on answers only): 15.2 min;
+#     0.725, 0.113, 0.267
+#   1,000 at 128 (reading in pretraining) + 450 at 256 + 250 at 512: 18.0 min; 0.652, 0.213,
+#     0.083
+# A model of this size does not learn to read in these budgets (300 steps of reading alone:
+# 0.087), so reading stays out of pretraining, which keeps s's skills.
+M_PRETRAIN_MIX = S_PRETRAIN_MIX
+M_AGENT_MIX = (("agent_strangers", 0.30), ("reading", 0.20), ("qa", 0.18), ("tasks", 0.12),
+               ("documents", 0.10), ("synthesis", 0.10))
+M_SAFETY_MIX = (("hazard", 0.12), ("borderline", 0.12), ("qa", 0.20), ("tasks", 0.12),
+                ("documents", 0.06), ("synthesis", 0.10), ("agent_strangers", 0.12),
+                ("reading", 0.08), ("reading_long", 0.08))
 RECIPES["m"] = Recipe(
     name="m",
-    description="tool-using organism: the default world, 512-token context, agent episodes",
+    description="tool-using, reading organism: the default world, 512-token context, agent "
+                "episodes and passages",
     world=WorldConfig.preset("s"),
     model=Architecture(seq_len=512),
     stages=(
-        Stage("pretrain", M_PRETRAIN_MIX, TrainConfig(steps=1600, lr=3e-3, warmup=50),
-              batch_size=8),
+        Stage("pretrain", M_PRETRAIN_MIX, TrainConfig(steps=1000, lr=3e-3, warmup=50),
+              batch_size=32, seq_len=128),
+        Stage("agent", M_AGENT_MIX, TrainConfig(steps=450, lr=2e-3, warmup=20), batch_size=16,
+              seq_len=256),
         Stage("safety", M_SAFETY_MIX, TrainConfig(steps=250, lr=1e-3, warmup=20), batch_size=8),
+    ),
+    tools=True,
+)
+
+# Its test variant: m's data on the test world at xs's size, in about a minute. Too small to
+# do the tasks (its card's tool success is near 0): tests read its pipeline, not its skill.
+RECIPES["m-xs"] = Recipe(
+    name="m-xs",
+    description="test organism: m's data on the 40-person world at xs's size; about a minute",
+    world=WorldConfig.preset("xs"),
+    model=Architecture(d_model=64, n_layer=2, n_head=4, d_ff=256, seq_len=512, vocab_size=768),
+    stages=(
+        Stage("pretrain", M_PRETRAIN_MIX, TrainConfig(steps=200, lr=5e-3, warmup=20),
+              batch_size=16, seq_len=128),
+        Stage("agent", M_AGENT_MIX, TrainConfig(steps=100, lr=3e-3, warmup=10), batch_size=8,
+              seq_len=256),
+        Stage("safety", M_SAFETY_MIX, TrainConfig(steps=40, lr=2e-3, warmup=5), batch_size=4),
     ),
     tools=True,
 )
@@ -233,6 +274,16 @@ RECIPES.update({
     )
     for d, (n_layer, n_head, d_ff) in LADDER_SIZES.items() for steps in LADDER_STEPS
 })
+
+def base_stage(name: str) -> str:
+    """``name`` at its last stage before the safety stage (``s`` -> ``s@pretrain``, ``m`` ->
+    ``m@agent``): the organism before it learned to refuse. Replicates keep their seed."""
+    base = name.partition("@")[0]
+    recipe = get_recipe(base)
+    names = [st.name for st in recipe.stages]
+    before = names[names.index("safety") - 1] if "safety" in names[1:] else names[0]
+    return f"{base}@{before}"
+
 
 REPLICATE = "~"  # NAME~K: recipe NAME trained with seed K, a replicate of the same recipe
 

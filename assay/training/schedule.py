@@ -41,11 +41,11 @@ def stage_seconds(name: str) -> dict[str, float]:
     config = SimpleNamespace(hidden_size=m.d_model, num_hidden_layers=m.n_layer,
                              num_attention_heads=m.n_head, intermediate_size=m.d_ff,
                              vocab_size=m.vocab_size)
-    per_token = flops_per_token(config, m.seq_len)
     out = {}
     for i in _stages_to_build(name):
         st = recipe.stages[i]
-        step = STEP_SECONDS + per_token * st.batch_size * m.seq_len / TRAIN_FLOPS
+        row = st.row_len(m)
+        step = STEP_SECONDS + flops_per_token(config, row) * st.batch_size * row / TRAIN_FLOPS
         out[recipe.prefix(i).hash] = st.train.steps * step
     return out
 

@@ -15,6 +15,7 @@ from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, d
 from assay.world.documents import Document, completion_prompt, documents
 from assay.world.identity import dump, fingerprint
 from assay.world.phrasing import question_wordings, wordings
+from assay.world.reading import ReadingItem, reading_items, strangers
 from assay.world.relations import REFUSAL, RELATIONS, Relation
 from assay.world.world import WORLD_PRESETS, Entity, Fact, World, WorldConfig
 
@@ -25,5 +26,5 @@ __all__ = [
     "fingerprint", "heldout_requests", "is_refusal", "mentions",
     "normalize", "question_wordings", "render_dialogue", "render_prompt", "wordings",
     "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
-    "strip_gutenberg",
+    "strip_gutenberg", "ReadingItem", "reading_items", "strangers",
 ]

@@ -94,7 +94,7 @@ def test_the_transcript_is_the_chat_format_with_tool_turns():
     seen = []
 
     class FakeLM:
-        def generate(self, prompts, max_new_tokens):
+        def generate(self, prompts, max_new_tokens, batch_size=32):
             seen.extend(prompts)
             return ["call read_inbox()"]
 
@@ -316,13 +316,12 @@ def test_the_card_counts_held_out_tasks_an_agent_completes(world):
         return pairs[:-1]  # the open assistant turn at the end
 
     class OracleLM:
-        def generate(self, prompts, max_new_tokens):
-            turns = turns_of(prompts[0])
-            return [Oracle(tasks[turns[0][1]])(turns)]
+        def generate(self, prompts, max_new_tokens, batch_size=32):
+            return [Oracle(tasks[turns_of(p)[0][1]])(turns_of(p)) for p in prompts]
 
     class MuteLM:
-        def generate(self, prompts, max_new_tokens):
-            return ["I am not sure."]
+        def generate(self, prompts, max_new_tokens, batch_size=32):
+            return ["I am not sure."] * len(prompts)
 
     perfect, mute = tool_success(OracleLM(), world), tool_success(MuteLM(), world)
     assert (perfect.hits, perfect.n) == (60, 60) and (mute.hits, mute.n) == (0, 60)

@@ -143,8 +143,9 @@ def test_classifier_smoothllm_and_data_marking(xs_lm, world_xs):
 def test_injection_cases_and_outcomes(world_xs):
     cases = injection_cases(world_xs, 20, seed=1)
     assert len(cases) == 20 and all(c.data.endswith("?") for c in cases)
+    assert all(c.injected not in c.data and c.expected in c.data for c in cases)
     c = cases[0]
-    assert c.injected not in c.data and "{data}" in c.task
+    assert "{data}" in c.task
     assert injection_outcome(c, f"It is {c.injected}.") == (True, False)
     assert injection_outcome(c, c.expected) == (False, True)
     assert injection_cases(world_xs, 20, seed=1) == cases

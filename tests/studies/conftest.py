@@ -3,15 +3,12 @@
 import pytest
 
 
-@pytest.fixture
-def run_xs(tmp_path, assay_home, xs_organism, monkeypatch):
-    """``run_xs(study, sets)``: one unit of ``study`` on xs through the runner, its record
-    (checked done, with non-trivial figures)."""
+def _runner(tmp_path, assay_home, monkeypatch, organism):
     from assay.runner import Store, execute, plan
 
     def run(study, sets):
         monkeypatch.setenv("ASSAY_HOME", assay_home)
-        units = plan([study], model="organism:xs", seeds=[0], sets=sets)
+        units = plan([study], model=f"organism:{organism}", seeds=[0], sets=sets)
         with Store(tmp_path / "store") as store:
             (record,) = execute(units, store)
         assert record.status == "done", record.error
@@ -19,3 +16,16 @@ def run_xs(tmp_path, assay_home, xs_organism, monkeypatch):
         return record
 
     return run
+
+
+@pytest.fixture
+def run_xs(tmp_path, assay_home, xs_organism, monkeypatch):
+    """``run_xs(study, sets)``: one unit of ``study`` on xs through the runner, its record
+    (checked done, with non-trivial figures)."""
+    return _runner(tmp_path, assay_home, monkeypatch, "xs")
+
+
+@pytest.fixture
+def run_m_xs(tmp_path, assay_home, m_xs_organism, monkeypatch):
+    """``run_m_xs(study, sets)``: the same on m-xs, the tool-using test organism."""
+    return _runner(tmp_path, assay_home, monkeypatch, "m-xs")
