@@ -20,13 +20,14 @@ def assay_home(tmp_path_factory) -> str:
 
 
 def _trained(assay_home, name):
-    """(folder, card) of organism ``name`` in the session's cache, trained on first use."""
+    """Yield (folder, card) of organism ``name`` in the session's cache, trained on first use,
+    with ``ASSAY_HOME`` pointing at that cache until the session ends."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ASSAY_HOME", assay_home)
     try:
         from assay.training.organisms import card, organism_path
 
-        return organism_path(name), card(name)
+        yield organism_path(name), card(name)
     finally:
         mp.undo()
 
@@ -34,13 +35,13 @@ def _trained(assay_home, name):
 @pytest.fixture(scope="session")
 def xs_organism(assay_home):
     """(folder, card) of the xs organism, trained once per test session."""
-    return _trained(assay_home, "xs")
+    yield from _trained(assay_home, "xs")
 
 
 @pytest.fixture(scope="session")
 def m_xs_organism(assay_home):
     """(folder, card) of m-xs, the tool-using test organism, trained once per test session."""
-    return _trained(assay_home, "m-xs")
+    yield from _trained(assay_home, "m-xs")
 
 
 @pytest.fixture
