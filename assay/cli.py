@@ -438,6 +438,30 @@ def models_show(spec: str, allow_pickle: bool = typer.Option(
         out.print(f"[bold]{k}[/]: {v}", highlight=False)
 
 
+@app.command("serve")
+def serve_cmd(
+    models: list[str] = typer.Argument(..., metavar="MODEL...",
+                                       help="organism:NAME or hf:PATH_OR_ID, one or more."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by "
+                             "default; anything else should have --api-key)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 takes a free one."),
+    api_key: str = typer.Option(None, "--api-key", envvar="ASSAY_SERVE_API_KEY",
+                                help="Require 'Authorization: Bearer KEY' on every request."),
+    max_queue: int = typer.Option(256, "--max-queue", help="Prompts waiting at most; beyond "
+                                  "it requests get 503."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Prompts run in one batch at most."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Allow pickle checkpoints (they can run code)."),
+):
+    """Serve models over the OpenAI API (/v1/models, /v1/chat/completions, /v1/completions)."""
+    from assay.serve import serve
+
+    if max_queue < 1 or max_batch < 1:
+        raise AssayError("--max-queue and --max-batch take 1 or more")
+    serve(models, host, port, api_key=api_key, max_queue=max_queue, max_batch=max_batch,
+          allow_pickle=allow_pickle, announce=lambda line: print(line, flush=True))
+
+
 @export_app.command("lm-eval")
 def export_lm_eval_cmd(
     eval_name: str = typer.Argument(..., metavar="EVAL",

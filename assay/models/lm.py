@@ -269,6 +269,24 @@ class LM:
         """
         if chat:
             prompts = [self.chat_prompt(p) for p in prompts]
+        rows = self.generate_ids(self.encode(prompts), max_new_tokens, do_sample=do_sample,
+                                 temperature=temperature, seed=seed, batch_size=batch_size)
+        return [self._decode(row) for row in rows]
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        encoded: list[list[int]],
+        max_new_tokens: int = 32,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 32,
+    ) -> list[list[int]]:
+        """The new token ids after each prompt's ids, as generated: up to ``max_new_tokens``,
+        including the end-of-turn or EOS token that stopped it (and padding after it when a
+        batch ran on). `generate` decodes these; the server (`assay.serve`) reads them."""
         if do_sample and temperature <= 0:
             raise AssayError(
                 f"temperature must be > 0 when sampling, got {temperature}; use do_sample=False for greedy"
@@ -281,13 +299,12 @@ class LM:
         if do_sample:
             settings.update(temperature=temperature, top_k=0, top_p=1.0)
         config = GenerationConfig(**settings)
-        encoded = self.encode(prompts)
-        out: list[str] = []
+        out: list[list[int]] = []
         with self._rng(seed if do_sample else None):
             for start in range(0, len(encoded), batch_size):
                 ids, mask = self.batch(encoded[start : start + batch_size], "left")
                 new = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-                out.extend(self._decode(row) for row in new[:, ids.shape[1] :].tolist())
+                out.extend(new[:, ids.shape[1] :].tolist())
         return out
 
     def _decode(self, ids: list[int]) -> str:
