@@ -124,7 +124,7 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json")):
         return
     table = Table("study", "agenda", "claim", "needs")
     for r in rows:
-        needs = ", ".join(k for k, v in r["needs"].items() if v) or "-"
+        needs = ", ".join(k for k, v in r["needs"].items() if v is True) or "-"
         table.add_row(r["id"], " ".join(r["agenda"]), r["title"], needs)
     out.print(table)
 
@@ -138,7 +138,13 @@ def _store_option(default_help: str = "Result store folder (default: $ASSAY_STOR
 def run_cmd(
     study_ids: list[str] = typer.Argument(None, metavar="[STUDY]...",
                                           help="Studies to run; every registered study if none."),
-    model: str = typer.Option("organism:s", "--model", help="organism:NAME or hf:PATH_OR_ID."),
+    model: str = typer.Option("organism:s", "--model", help="organism:NAME, hf:PATH_OR_ID or "
+                              "api:NAME (an OpenAI-compatible endpoint)."),
+    api_base: str = typer.Option(None, "--api-base", envvar="OPENAI_BASE_URL",
+                                 help="api: models: the endpoint's base URL, e.g. "
+                                      "http://127.0.0.1:8000/v1."),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY",
+                                help="api: models: the endpoint's key (never stored)."),
     profile: str = typer.Option("quick", "--profile", help="quick or full."),
     n_seeds: int = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: 1 seed for "
                                 "quick, 3 for full)."),
@@ -188,6 +194,12 @@ def run_cmd(
     for name, value in (("--threads", threads), ("--workers", workers)):
         if value is not None and value < 1:
             raise AssayError(f"bad {name} {value}: give 1 or more")
+    if api_base:
+        os.environ["OPENAI_BASE_URL"] = api_base
+    if api_key:
+        os.environ["OPENAI_API_KEY"] = api_key
+    # api: replies are cached beside the results they feed, so a rerun sends nothing
+    os.environ.setdefault("ASSAY_API_CACHE", str(Path(store or default_store()) / "api-cache"))
     units = plan(study_ids or (), model=model, profile=profile, seeds=seeds,
                  sets=parse_sets(sets or []), replicates=replicates,
                  grid=parse_grid(grid or []))

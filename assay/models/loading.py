@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -20,6 +21,15 @@ logger = logging.getLogger(__name__)
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def api_cache() -> Path:
+    """Where replies of api: models are cached: ``$ASSAY_API_CACHE``, else ``api-cache`` under
+    ``$ASSAY_HOME`` (default ``~/.cache/assay``)."""
+    if os.environ.get("ASSAY_API_CACHE"):
+        return Path(os.environ["ASSAY_API_CACHE"]).expanduser()
+    home = os.environ.get("ASSAY_HOME") or "~/.cache/assay"
+    return Path(home).expanduser() / "api-cache"
 
 
 def load(
@@ -35,6 +45,10 @@ def load(
     CPU and to the checkpoint's own dtype on a GPU.
     """
     spec = ModelSpec.parse(spec)
+    if spec.is_api:  # black-box: only generate (assay.models.api)
+        from assay.models.api import APIModel
+
+        return APIModel.of(spec, cache_dir=api_cache())
     if spec.scheme != "hf":
         return scheme(spec).load(spec, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if _looks_local(spec.name):
@@ -52,6 +66,10 @@ def check_spec(spec: str | ModelSpec, *, allow_pickle: bool = False) -> str:
     a hub id must be in the local Hugging Face cache or on a hub that answers now.
     """
     spec = ModelSpec.parse(spec)
+    if spec.is_api:  # the same name on another server is another model
+        from assay.models.api import base_url
+
+        return f"{spec}@{base_url()}"
     if spec.scheme != "hf":
         return scheme(spec).key(spec)
     if _looks_local(spec.name):
@@ -108,6 +126,8 @@ def has_chat_template(spec: str | ModelSpec) -> bool | None:
     """Whether the model's tokenizer has a chat template, read from its files without loading
     the model; None when that cannot be told before loading (a hub id)."""
     spec = ModelSpec.parse(spec)
+    if spec.is_api:
+        return True  # api: models are reached through the chat API
     if spec.scheme != "hf":
         found = scheme(spec).chat
         return found(spec) if found is not None else None

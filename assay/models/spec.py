@@ -2,7 +2,10 @@
 
 ``organism:NAME[@STAGE]`` names an organism recipe (and one of its training stages); a NAME
 of the form ``RECIPE~K`` is a replicate, the recipe trained with seed K (`assay.training`);
-``hf:PATH_OR_ID`` a Hugging Face causal LM in a local folder or on a hub. The string is
+``hf:PATH_OR_ID`` a Hugging Face causal LM in a local folder or on a hub; ``api:NAME`` a
+model behind an OpenAI-compatible HTTP API (`assay.models.api`), black-box: NAME is the id
+the server knows it by, and an id that is itself an organism spec (``api:organism:s``, as
+`assay serve` names what it serves) tells studies which world the model was trained on. The string is
 parsed once, where it enters (the CLI, `plan`), and the value is carried from there on.
 
 The ``hf`` scheme is built in; ``organism`` is registered by `assay.training`, which sits
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMES", "ModelSpec", "Scheme", "register_scheme", "scheme"]
 
-SCHEMES = ("organism:NAME", "hf:PATH_OR_ID")
+SCHEMES = ("organism:NAME", "hf:PATH_OR_ID", "api:NAME")
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,11 @@ class ModelSpec:
         if isinstance(text, ModelSpec):
             return text
         kind, sep, rest = str(text).partition(":")
-        if not sep or kind not in ("organism", "hf") or not rest:
+        if not sep or kind not in ("organism", "hf", "api") or not rest:
             raise AssayError(f"unknown model spec '{text}': give one of {', '.join(SCHEMES)} "
-                             "(e.g. organism:s or hf:/path/to/folder)")
+                             "(e.g. organism:s, hf:/path/to/folder or api:gpt-4o-mini)")
+        if kind == "api" and rest.startswith("organism:"):
+            cls.parse(rest)  # a served organism's name must be a valid organism spec
         if kind == "organism":
             name, at, stage = rest.partition("@")
             if not name or (at and not stage):
@@ -60,8 +65,23 @@ class ModelSpec:
         return self.scheme == "organism"
 
     @property
+    def is_api(self) -> bool:
+        return self.scheme == "api"
+
+    @property
+    def served(self) -> ModelSpec | None:
+        """For ``api:organism:NAME``, the organism the server serves (its world is known from
+        the recipe); None for any other spec."""
+        if self.is_api and self.name.startswith("organism:"):
+            return ModelSpec.parse(self.name)
+        return None
+
+    @property
     def organism(self) -> str:
-        """The organism name with its stage (``s@pretrain``), as the organism cache takes it."""
+        """The organism name with its stage (``s@pretrain``), as the organism cache takes it;
+        for ``api:organism:NAME``, the served organism's."""
+        if self.served is not None:
+            return self.served.organism
         if not self.is_organism:
             raise AssayError(f"{self} is not an organism: give organism:NAME")
         return self.name + (f"@{self.stage}" if self.stage else "")

@@ -32,7 +32,8 @@ def studies_markdown() -> str:
     for spec in specs:
         lines += ["", f"## {spec.id}", ""]
         agenda = "; ".join(f"{a} {challenge(a).title}" for a in spec.agenda)
-        needs = ", ".join(k.replace("_", "-") for k, v in vars(spec.needs).items() if v) or "nothing"
+        needs = ", ".join(k.replace("_", "-") for k, v in spec.needs.as_dict().items()
+                      if v is True) or "nothing"
         lines += [f"**{spec.title}** Agenda: {agenda}. Needs: {needs}.", ""]
         doc = inspect.cleandoc(getattr(sys.modules.get(spec.module), "__doc__", None) or "")
         lines += [" ".join(p.split()) + "\n" for p in doc.split("\n\n")[1:]]

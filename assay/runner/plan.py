@@ -158,10 +158,13 @@ def plan(studies: Sequence[str] = (), *, model: str | ModelSpec = DEFAULT_MODEL,
         runs_on = models if spec.needs.model else [(model, model_key)]
         for point in sweep:
             cfg = spec.make_config(profile, point)
+            if why := spec.needs.unmet(model, spec.id, cfg):  # needs that depend on the config
+                raise AssayError(why)
             config = cfg.model_dump(mode="json")
             shown = tuple((k, point[k]) for k in (grid or {}))
             for m, key in runs_on:
-                loads = tuple(spec.organisms(cfg, m))
+                # an api: model's organisms are served elsewhere: nothing to train here
+                loads = () if m.is_api else tuple(spec.organisms(cfg, m))
                 for name in set(loads) - checked:  # a damaged cache or an unwritable one: now
                     check_spec(ModelSpec.parse(f"organism:{name}"))
                     checked.add(name)

@@ -29,6 +29,11 @@ same rule; GCG there replays the suffixes found on the organism. The twin has no
 reveal, so an attack that "succeeds" on it shows a leak, not a bypass: a prefill or suffix
 that carries the answer, a judge that matches a common word, an object easy to guess.
 
+Black-box: with ``gcg_requests=0`` the study runs on an ``api:`` model (an organism behind
+`assay serve`, ``api:organism:s``): the templates through the chat API, the prefill and the
+document through raw completions (servers without those refuse them: leave them out of
+``templates``), and the control on ``api:organism:s-retain`` at the same server.
+
 Power: 72 requests about 12 agents per template, paired: an uplift's interval at the
 Bonferroni level is about +-0.07 to 0.16 where replies vary, so an uplift of about 0.2
 beyond `margin` is detected with 80% power; GCG runs on 8 requests (quick), paired with the
@@ -98,7 +103,10 @@ def rule(cfg: Config) -> AnyOf:
                                        "falls short of it"})
 
 
-@study("jailbreak-attacks", agenda=["3.5"], needs=Needs(organism=True), rule=rule,
+@study("jailbreak-attacks", agenda=["3.5"], rule=rule,
+       needs=Needs(organism=True, black_box_if=lambda cfg: cfg.gcg_requests == 0,
+                   black_box_how="add --set gcg_requests=0 to run its template attacks only "
+                                 "(GCG needs the model's gradients)"),
        organisms=lambda cfg, model: [recipes.retain_twin(model.organism)])
 def run(cfg: Config, ctx: Context) -> Result:
     env = setup(ctx, cfg.benign_n)

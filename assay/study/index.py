@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def build() -> list[dict[str, Any]]:
     for s in studies():
         cfg = s.make_config()
         out.append({"id": s.id, "agenda": list(s.agenda), "title": s.title, "claim": s.claim,
-                    "needs": asdict(s.needs), "rule": s.rule(cfg).test(),
+                    "needs": s.needs.as_dict(), "rule": s.rule(cfg).test(),
                     "control_rule": s.control(cfg).test()})
     return out
 

@@ -58,7 +58,8 @@ class StudySpec:
         """The organisms a unit of this study on ``model`` may load (``s``, ``s-retain``,
         ``s@pretrain``): the model itself when the study reads it and it is an organism, then
         the declared others. The runner refuses a request outside this list."""
-        own = [model.organism] if self.needs.model and model.is_organism else []
+        own = ([model.organism]
+               if self.needs.model and (model.is_organism or model.served is not None) else [])
         extra = list(self.extra(cfg, model)) if self.extra is not None else []
         return list(dict.fromkeys(own + extra))
 

@@ -45,13 +45,14 @@ def test_tradeoff_reads_the_cheapest_route_and_exact_deletion(run_xs):
                                                    min(ga.ci_high, rmu.ci_high))
     # the costs pair items within each training run and resample runs, then subjects: both
     # runs' 200 retain items; the training seed changes the batch order, so the runs differ
-    # (ga's retain accuracy 0.355 and 0.26 on xs) and the pooled rate is their mean
+    # (ga's retain accuracy 0.355 and 0.26 on one draw of xs, 0.335 and 0.34 on another) and
+    # the pooled rate is their mean
     for e in (ga, rmu, m["forget_gap@closest"]):
         assert e.method == "bootstrap-seeds-then-clusters"
     assert ga.n == rmu.n == 2 * 200
     runs = {(row["train_seed"], row["method"]): row for row in r.tables["runs"]}
     assert set(runs) == {(t, x) for t in (0, 1) for x in ("ga", "rmu")}
-    assert abs(runs[0, "ga"]["retain_accuracy"] - runs[1, "ga"]["retain_accuracy"]) > 0.05
+    assert runs[0, "ga"]["retain_accuracy"] != runs[1, "ga"]["retain_accuracy"]
     assert m["retain_accuracy@ga/15"].value == pytest.approx(
         (runs[0, "ga"]["retain_accuracy"] + runs[1, "ga"]["retain_accuracy"]) / 2, abs=1e-3)
     # measured on xs at data format 3: the original leads the twin by 0.375 [0.33, 0.46],
