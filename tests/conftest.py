@@ -1,5 +1,7 @@
 """Session fixtures: tiny worlds, and the xs organism trained once into a temporary cache."""
 
+import sys
+
 import pytest
 
 from assay.world import World, WorldConfig
@@ -61,3 +63,16 @@ def toy():
         sys.modules.pop("toy_runner_study", None)
         registry._REGISTRY.clear()
         registry._REGISTRY.update(saved)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """lm-eval and datasets never reach for a hub, and cache into the test's folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    if "datasets" in sys.modules:  # imported earlier in the session: its flags are read already
+        monkeypatch.setattr(sys.modules["datasets"].config, "HF_DATASETS_OFFLINE", True)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

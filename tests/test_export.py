@@ -13,19 +13,6 @@ from assay.world.evals import world_eval
 EVAL, WORLD, N = "facts-heldout", "xs", 40  # held-out people: the organism gets most wrong
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """lm-eval and datasets never reach for a hub, and cache into the test's folder."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    if "datasets" in sys.modules:  # imported earlier in the session: its flags are read already
-        monkeypatch.setattr(sys.modules["datasets"].config, "HF_DATASETS_OFFLINE", True)
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
 @pytest.mark.slow
 def test_lm_eval_scores_the_same_tokens_as_assay(xs_organism, offline, tmp_path):
     import lm_eval

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from assay.errors import AssayError
 from assay.models.spec import ModelSpec
-from assay.world.chat import ASSISTANT, END, USER
+from assay.world.chat import ASSISTANT, END, USER, render_prompt
 
 __all__ = ["APIModel", "base_url", "parse_chat"]
 
@@ -85,8 +85,6 @@ class APIModel:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
-        self.sent = 0    # requests that reached the server (not answered from the cache)
-        self.cached = 0  # requests answered from the cache
 
     def __repr__(self) -> str:
         return f"APIModel({self.spec} at {self.base})"
@@ -98,7 +96,7 @@ class APIModel:
         return cls(spec.name, **kwargs)
 
     def chat_prompt(self, user: str) -> str:
-        return f"{USER}{user}{END}{ASSISTANT}"
+        return render_prompt(user)
 
     # ---- generation ------------------------------------------------------------------
 
@@ -139,16 +137,11 @@ class APIModel:
         path = self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
         if path is not None and path.is_file():
             try:
-                hit = json.loads(path.read_text())
-                with self._lock:
-                    self.cached += 1
-                return hit["response"]
+                return json.loads(path.read_text())["response"]
             except (ValueError, KeyError):
                 pass  # a damaged entry is asked again and rewritten
         self._wait_turn()
         response = self._send(route, body)
-        with self._lock:
-            self.sent += 1
         if path is not None:
             record = {"request": {"route": route, **body}, "response": response,
                       "model": response.get("model"),

@@ -2,7 +2,6 @@
 it reaches any OpenAI-compatible server) and scores the exported world task exactly as
 assay's own scorer does."""
 
-import sys
 
 import numpy as np
 import pytest
@@ -16,18 +15,6 @@ from assay.world.evals import world_eval
 pytestmark = pytest.mark.slow
 
 EVAL, WORLD, N = "facts-heldout", "xs", 40
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    if "datasets" in sys.modules:
-        monkeypatch.setattr(sys.modules["datasets"].config, "HF_DATASETS_OFFLINE", True)
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 def test_lm_eval_local_completions_through_the_server_matches_assay(server, xs_lm, xs_organism,
