@@ -474,18 +474,28 @@ def serve_cmd(
           allow_pickle=allow_pickle, announce=lambda line: print(line, flush=True))
 
 
-@export_app.command("lm-eval")
-def export_lm_eval_cmd(
-    eval_name: str = typer.Argument(..., metavar="EVAL",
-                                    help="facts, facts-train or facts-heldout."),
-    out_dir: str = typer.Argument(..., metavar="DIR", help="A new or empty folder."),
-    world: str = typer.Option("s", "--world", help="World preset: xs, s or m."),
-    limit: int = typer.Option(None, "--limit", help="Keep the first N items only."),
-):
-    """Write an evaluation as an lm-evaluation-harness task folder and print its path."""
-    from assay.export import export_lm_eval
+def _export_command(tool: str, writer: str, doc: str) -> None:
+    """Register ``assay export TOOL EVAL DIR`` calling ``assay.export.<writer>``."""
 
-    print(export_lm_eval(eval_name, out_dir, world=world, limit=limit))
+    def command(
+        eval_name: str = typer.Argument(..., metavar="EVAL",
+                                        help="facts, facts-train or facts-heldout."),
+        out_dir: str = typer.Argument(..., metavar="DIR", help="A new or empty folder."),
+        world: str = typer.Option("s", "--world", help="World preset: xs, s or m."),
+        limit: int = typer.Option(None, "--limit", help="Keep the first N items only."),
+    ):
+        import assay.export
+
+        print(getattr(assay.export, writer)(eval_name, out_dir, world=world, limit=limit))
+
+    command.__doc__ = doc
+    export_app.command(tool)(command)
+
+
+_export_command("lm-eval", "export_lm_eval",
+                "Write an evaluation as an lm-evaluation-harness task folder and print its path.")
+_export_command("inspect", "export_inspect",
+                "Write an evaluation as an Inspect task folder (run it with --model assay/SPEC).")
 
 
 def main() -> None:

@@ -4,25 +4,34 @@ In one run, on one organism and the same prompts:
   * in process: the server's engine called directly, in batches of ``--max-batch`` (the
     best a single caller can do with the wrapper);
   * over HTTP: `assay serve` started as its own process on a loopback port, driven by 1, 8
-    and 32 concurrent clients (threads, one request and one prompt each, keep-alive off).
+    and 32 concurrent clients (threads, one prompt per request, each thread keeping its
+    connection open as HTTP clients such as the ``openai`` client's pool do).
 Two kinds of work: scoring (``/v1/completions`` with echo, logprobs and max_tokens 0, as
 lm-eval scores multiple choice) and short greedy generation (8 new tokens). Reported:
 requests per second, latency percentiles, and the ratio of HTTP to in-process throughput.
 
     python benchmarks/serve_throughput.py [--organism xs] [--requests 256] [--max-batch 32]
+        [--untrained l]
+
+``--untrained NAME`` times a model of recipe NAME's shape with random weights and the
+organism's tokenizer instead of the trained organism: speed depends on the shape, not on
+the weights, and this measures sizes no CPU trains in minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import assay.training  # noqa: F401  (registers the organism: scheme)
 from assay.models import load
@@ -40,6 +49,19 @@ def prompts(organism: str, n: int) -> list[str]:
             for item in (items * (n // max(len(items), 1) + 1))[:n]]
 
 
+def untrained(recipe: str, tokenizer) -> str:
+    """The spec of a folder holding a randomly initialised model of ``recipe``'s shape."""
+    import tempfile
+
+    from assay.training.organisms import fresh_model
+    from assay.training.recipes import RECIPES
+
+    folder = tempfile.mkdtemp(prefix=f"untrained-{recipe}-")
+    fresh_model(RECIPES[recipe], tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return f"hf:{folder}"
+
+
 def in_process(lm, texts: list[str], kind: str, batch: int) -> float:
     """Requests per second of the engine called directly in full batches."""
     engine = Engine(lm, max_batch=batch)
@@ -54,12 +76,27 @@ def in_process(lm, texts: list[str], kind: str, batch: int) -> float:
     return len(ids) / (time.perf_counter() - start)
 
 
+_local = threading.local()
+
+
 def request(url: str, body: dict) -> float:
+    """Seconds for one POST on this thread's kept-alive connection; any status but 200 stops
+    the benchmark."""
+    parts = urlsplit(url)
+    if getattr(_local, "netloc", None) != parts.netloc:
+        _local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+        _local.conn.connect()
+        # headers and body go out as two writes: without this, delayed ACKs add ~40 ms
+        _local.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _local.netloc = parts.netloc
     data = json.dumps(body).encode()
     start = time.perf_counter()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as reply:
-        json.loads(reply.read())
+    _local.conn.request("POST", parts.path, data, {"Content-Type": "application/json"})
+    reply = _local.conn.getresponse()
+    payload = reply.read()
+    if reply.status != 200:
+        raise SystemExit(f"the server answered {reply.status}: {payload[:200]!r}")
+    json.loads(payload)
     return time.perf_counter() - start
 
 
@@ -88,8 +125,12 @@ def main() -> None:
     parser.add_argument("--organism", default="xs")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--untrained", metavar="RECIPE",
+                        help="time an untrained model of this recipe's shape")
     args = parser.parse_args()
     model = f"organism:{args.organism}"
+    if args.untrained:
+        model = untrained(args.untrained, load(model).tokenizer)
     lm = load(model)
     texts = prompts(args.organism, args.requests)
 

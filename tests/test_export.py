@@ -1,5 +1,6 @@
 """`assay export lm-eval`: lm-eval scores the exported task exactly as assay scores it."""
 
+import json
 import sys
 
 import numpy as np
@@ -128,4 +129,30 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(assay.export, "_readme", broken)  # fails after the data is written
     with pytest.raises(OSError, match="disk full"):
         export_lm_eval("facts", tmp_path / "out", world=WORLD, limit=5)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_inspect_writes_task_and_samples(tmp_path, monkeypatch, capsys):
+    code, out, err = _assay("export", "inspect", "facts-heldout", "out", "--world", WORLD,
+                            "--limit", "6", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    folder = tmp_path / "out"
+    assert out.strip() == str(folder.resolve())
+    name = "assay_facts_heldout_xs"
+    assert sorted(p.name for p in folder.iterdir()) == \
+        ["README.md", f"{name}.jsonl", f"{name}.py"]
+    rows = [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
+    items = world_eval(World(WorldConfig.preset(WORLD)), "facts-heldout")[:6]
+    assert [(r["id"], r["input"], r["target"]) for r in rows] == \
+        [(i.id, i.question, i.choices[i.answer]) for i in items]
+    source = (folder / f"{name}.py").read_text()
+    compile(source, f"{name}.py", "exec")
+    assert f"def {name}() -> Task:" in source and 'match(location="exact"' in source
+    assert f"--model assay/organism:{WORLD}" in (folder / "README.md").read_text()
+
+
+def test_export_inspect_refuses_like_lm_eval(tmp_path, monkeypatch, capsys):
+    code, _, err = _assay("export", "inspect", "facts", "out", "--world", "zz", cwd=tmp_path,
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown world 'zz'" in err
     assert not list(tmp_path.iterdir())

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "assay"  # the package, read as source
 
 # top to bottom; a module may import its own layer and any layer below it
-LAYERS = ("cli", "report|export|serve", "runner", "studies", "study", "methods", "training", "models",
+LAYERS = ("cli", "report|export|serve|interop", "runner", "studies", "study", "methods", "training", "models",
           "agents", "world", "agenda", "errors")
 RANK = {name: len(LAYERS) - i for i, layer in enumerate(LAYERS) for name in layer.split("|")}
 

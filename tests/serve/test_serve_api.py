@@ -304,3 +304,36 @@ def test_assay_serve_command_answers_and_stops_on_sigterm(xs_organism, assay_hom
                          capture_output=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+@pytest.mark.parametrize("named_tcp", [True, False])
+def test_connections_turn_off_nagle_only_on_a_socket_named_tcp(named_tcp):
+    """asyncio sets TCP_NODELAY on accepted connections only when the listening socket says
+    IPPROTO_TCP. Without it a kept-alive client waits ~40 ms per response (headers and
+    body are two writes, and the second waits for a delayed ACK)."""
+    import asyncio
+    import socket
+
+    from assay.serve import _tcp_socket
+
+    listener = (_tcp_socket(socket.AF_INET) if named_tcp
+                else socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    flags = []
+
+    async def main():
+        def accepted(reader, writer):
+            sock = writer.get_extra_info("socket")
+            flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not flags:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+    assert bool(flags[0]) is named_tcp
