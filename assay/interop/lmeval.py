@@ -135,6 +135,9 @@ class AssayLM(HarnessLM):
 def register() -> list[str]:
     """Load every ``lm_eval.models`` entry point (assay's among them) into lm-eval's model
     registry, as lm-eval's plugin loader does; returns the names added."""
+    import lm_eval.models  # noqa: F401  (lm-eval's own models first: it imports them only
+    # while its registry is empty, so registering ours first would hide them)
+
     added = []
     for ep in entry_points(group=GROUP):
         if ep.name not in model_registry:

@@ -275,7 +275,12 @@ def _writable(folder: Path, keep: bool = True) -> Path:
         if not existing.is_dir():
             raise NotADirectoryError(20, "Not a directory")
         for d in reversed(missing):
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:  # another process made it between the check and here
+                if not d.is_dir():
+                    raise
+                continue
             made.append(d)
         probe = folder / f".probe-{os.getpid()}"
         probe.write_bytes(b"")

@@ -91,3 +91,19 @@ def test_model_assay_refuses_bad_arguments(xs_organism):
         AssayLM()
     with pytest.raises(AssayError, match="unknown model argument.*temperatur"):
         AssayLM(model=f"hf:{xs_organism[0]}", temperatur=0)
+
+
+def test_registering_assay_keeps_lm_eval_own_models():
+    """In a fresh interpreter (lm-eval fills its registry only while it is empty, so the
+    order of first use matters): after `register`, lm-eval's own models still resolve."""
+    import subprocess
+    import sys
+
+    code = ("from assay.interop.lmeval import AssayLM, register; register(); "
+            "from lm_eval.api.registry import get_model; "
+            "assert get_model('assay') is AssayLM; "
+            "print(get_model('local-completions').__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "LocalCompletionsAPI"

@@ -56,3 +56,27 @@ def test_inspect_provider_refuses_unknown_model_arguments(xs_organism):
 
     with pytest.raises(AssayError, match="unknown model argument.*max_bach"):
         get_model(f"assay/{MODEL}", max_bach=4)
+
+
+def test_inspect_command_line_finds_the_provider_through_its_entry_point(xs_organism, tmp_path):
+    """``inspect eval TASK --model assay/organism:xs`` in a fresh process: Inspect loads the
+    provider from assay's ``inspect_ai`` entry point, nothing imported by hand."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    task = export_inspect(EVAL, tmp_path / "task", world=WORLD, limit=6)
+    name = task_name(EVAL, WORLD)
+    inspect = Path(sys.executable).with_name("inspect")
+    done = subprocess.run([str(inspect), "eval", f"{name}.py", "--model", f"assay/{MODEL}",
+                           "--log-dir", str(tmp_path / "logs"), "--log-format", "json",
+                           "--display", "none"],
+                          cwd=task, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (log,) = (tmp_path / "logs").glob("*.json")
+    result = json.loads(log.read_text())
+    assert result["status"] == "success"
+    assert result["eval"]["model"] == f"assay/{MODEL}" and len(result["samples"]) == 6

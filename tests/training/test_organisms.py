@@ -150,3 +150,18 @@ def test_a_replicate_parses_as_a_model_spec_with_its_stage():
     assert (spec.name, spec.stage, spec.organism) == ("xs~3", "pretrain", "xs~3@pretrain")
     recipe, index = parse_name(spec.organism)
     assert recipe.seed == 3 and recipe.stages[index].name == "pretrain"
+
+
+def test_a_cache_folder_made_by_another_process_meanwhile_is_fine(tmp_path, monkeypatch):
+    """Two processes can both find organisms/ missing; the one whose mkdir comes second
+    must carry on, not report an unwritable cache."""
+    target = tmp_path / "home" / "organisms"
+    real_mkdir = type(target).mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)  # the other process wins the race...
+        if self == target:
+            raise FileExistsError(17, "File exists")  # ...and this one then fails
+
+    monkeypatch.setattr(type(target), "mkdir", racing_mkdir)
+    assert organisms._writable(target) == target and target.is_dir()
