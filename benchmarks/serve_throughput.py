@@ -51,12 +51,15 @@ def prompts(organism: str, n: int) -> list[str]:
 
 def untrained(recipe: str, tokenizer) -> str:
     """The spec of a folder holding a randomly initialised model of ``recipe``'s shape."""
+    import atexit
+    import shutil
     import tempfile
 
     from assay.training.organisms import fresh_model
     from assay.training.recipes import RECIPES
 
     folder = tempfile.mkdtemp(prefix=f"untrained-{recipe}-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     fresh_model(RECIPES[recipe], tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return f"hf:{folder}"

@@ -122,9 +122,7 @@ class AssayLM(HarnessLM):
             (row,) = self.lm.generate_ids([ids], max_new, do_sample=sample,
                                           temperature=temperature if sample else 1.0,
                                           seed=kwargs.pop("seed", None) if sample else None)
-            ends = set(self.lm.end_token_ids)
-            row = row[:next((k for k, t in enumerate(row) if t in ends), len(row))]
-            text = self.lm.tokenizer.decode(row, skip_special_tokens=True)
+            text = self.lm.decode_reply(row)
             cuts = [text.find(s) for s in until if s and s in text]
             text = text[:min(cuts)] if cuts else text
             self.cache_hook.add_partial("generate_until", request.args, text)

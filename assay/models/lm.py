@@ -271,7 +271,7 @@ class LM:
             prompts = [self.chat_prompt(p) for p in prompts]
         rows = self.generate_ids(self.encode(prompts), max_new_tokens, do_sample=do_sample,
                                  temperature=temperature, seed=seed, batch_size=batch_size)
-        return [self._decode(row) for row in rows]
+        return [self.decode_reply(row) for row in rows]
 
     @torch.no_grad()
     def generate_ids(
@@ -307,7 +307,8 @@ class LM:
                 out.extend(new[:, ids.shape[1] :].tolist())
         return out
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode_reply(self, ids: list[int]) -> str:
+        """The text of generated ids (`generate_ids`) up to the token that ended them."""
         ends = set(self.end_token_ids)
         cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
         return self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
