@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -132,11 +133,14 @@ def _per_example_grads(model: nn.Module, spec: LossSpec, examples: Sequence, *, 
 
 
 def gradient_scores(model: nn.Module, spec: LossSpec, queries: Sequence, examples: Sequence, *,
-                    cosine: bool = False, project: int | None = None, seed: int = 0) -> np.ndarray:
+                    cosine: bool = False, project: int | None = None, seed: int = 0,
+                    norms: bool = False):
     """(Q, N) gradient dot products (or cosines) between each query's measurement and each
     training example's loss, with ``project=k`` through a seeded CountSketch. The queries'
     gradients are held; each training example's is used and dropped, so memory is
-    (Q + 1) gradients whatever N."""
+    (Q + 1) gradients whatever N. ``norms=True`` returns (scores, query norms (Q,), example
+    norms (N,)) instead, so one pass gives both the dot products and, divided by the outer
+    product of the norms, the cosines."""
     if not queries or not examples:
         raise AssayError("gradient_scores needs at least one query and one example")
     sketch = None
@@ -152,16 +156,21 @@ def gradient_scores(model: nn.Module, spec: LossSpec, queries: Sequence, example
     try:
         q = torch.stack(list(_per_example_grads(model, spec, queries, measure=True,
                                                 sketch=sketch)))
+        q_norms = q.norm(dim=1)
         if cosine:
-            q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            q = q / q_norms[:, None].clamp_min(1e-30)
         # written into one preallocated matrix: keeping N small result tensors alive between
         # the P-sized gradients pins glibc's heap and memory grew by a gradient per example
         out = torch.zeros(len(q), len(examples), dtype=torch.float64)
+        g_norms = torch.zeros(len(examples), dtype=torch.float64)
         for j, g in enumerate(_per_example_grads(model, spec, examples, measure=False,
                                                  sketch=sketch)):
-            out[:, j] = q @ (g / g.norm().clamp_min(1e-30) if cosine else g)
+            g_norms[j] = g.norm()
+            out[:, j] = q @ (g / g_norms[j].clamp_min(1e-30) if cosine else g)
     finally:
         model.train(was_training)
+    if norms:
+        return out.numpy(), q_norms.numpy(), g_norms.numpy()
     return out.numpy()
 
 
@@ -273,6 +282,7 @@ def bm25_scores(queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
 
     if not documents:
         raise AssayError("bm25_scores needs at least one document")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # its index build logs each call
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(list(documents), stopwords=None, show_progress=False),
                     show_progress=False)
@@ -284,26 +294,42 @@ def bm25_scores(queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
 # ---- evaluation against truth -------------------------------------------------------------------
 
 
-def _ranks_of_truth(scores: np.ndarray, truth: Sequence[set[int]]) -> list[np.ndarray]:
-    """Per query, the 1-based ranks of its true examples; ties are ranked pessimistically."""
+def _ranks_of_truth(scores: np.ndarray, truth: Sequence[set[int]],
+                    ties: int | None = None) -> list[np.ndarray]:
+    """Per query, the 1-based ranks of its true examples. Ties are ranked pessimistically
+    (a true example tied with others takes the worst of their ranks), or, with ``ties`` an
+    integer seed, broken at random: a method that cannot tell examples apart then ranks the
+    truth at chance instead of below it."""
     if len(truth) != scores.shape[0]:
         raise AssayError(f"{scores.shape[0]} queries but {len(truth)} truth sets")
+    rng = np.random.default_rng(ties) if ties is not None else None
     out = []
     for row, true in zip(scores, truth):
         if not true:
             raise AssayError("every query needs at least one true example")
-        out.append(np.array([int((row >= row[t]).sum()) for t in sorted(true)]))
+        true = sorted(true)
+        if rng is None:
+            out.append(np.array([int((row >= row[t]).sum()) for t in true]))
+            continue
+        order = np.lexsort((rng.random(row.size), -row))  # best first, random among equals
+        rank = np.empty(row.size, dtype=int)
+        rank[order] = np.arange(1, row.size + 1)
+        out.append(rank[true])
     return out
 
 
-def recall_at_k(scores: np.ndarray, truth: Sequence[set[int]], k: int) -> np.ndarray:
-    """Per query, the fraction of its true examples among the ``k`` highest scores."""
-    return np.array([(r <= k).mean() for r in _ranks_of_truth(scores, truth)])
+def recall_at_k(scores: np.ndarray, truth: Sequence[set[int]], k: int,
+                ties: int | None = None) -> np.ndarray:
+    """Per query, the fraction of its true examples among the ``k`` highest scores (``ties``:
+    see `reciprocal_rank`)."""
+    return np.array([(r <= k).mean() for r in _ranks_of_truth(scores, truth, ties)])
 
 
-def reciprocal_rank(scores: np.ndarray, truth: Sequence[set[int]]) -> np.ndarray:
-    """Per query, 1 / the rank of its best-ranked true example (MRR is the mean)."""
-    return np.array([1.0 / r.min() for r in _ranks_of_truth(scores, truth)])
+def reciprocal_rank(scores: np.ndarray, truth: Sequence[set[int]],
+                    ties: int | None = None) -> np.ndarray:
+    """Per query, 1 / the rank of its best-ranked true example (MRR is the mean). Tied scores
+    rank a true example last among its equals, or, with ``ties`` a seed, in a random place."""
+    return np.array([1.0 / r.min() for r in _ranks_of_truth(scores, truth, ties)])
 
 
 def subset_masks(n_examples: int, n_subsets: int, fraction: float = 0.5,

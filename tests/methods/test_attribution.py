@@ -115,6 +115,18 @@ def test_sketched_gradients_keep_the_inner_products():
     np.testing.assert_allclose(np.sign(cos), np.sign(exact))
 
 
+def test_one_pass_gives_dot_products_and_cosines():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    x, y = torch.randn(12, 6).double(), torch.randn(12).double()
+    train, queries = [(x[i], y[i]) for i in range(9)], [(x[i], y[i]) for i in range(9, 12)]
+    spec = LossSpec(_squared)
+    dot, q_norm, g_norm = gradient_scores(model, spec, queries, train, norms=True)
+    np.testing.assert_allclose(dot, gradient_scores(model, spec, queries, train))
+    np.testing.assert_allclose(dot / np.outer(q_norm, g_norm),
+                               gradient_scores(model, spec, queries, train, cosine=True))
+
+
 def test_bm25_ranks_a_verbatim_copy_first():
     docs = ["Toutrin Laimley was born in Dafeavale in 1996.",
             "Timear Kulley was born in Kouton and works as a baker.",
@@ -133,6 +145,34 @@ def test_recall_and_reciprocal_rank_on_a_hand_case():
     np.testing.assert_allclose(reciprocal_rank(scores, truth), [0.5, 0.5])
     with pytest.raises(AssayError, match="at least one true example"):
         reciprocal_rank(scores, [{1}, set()])
+
+
+def test_random_tie_breaking_puts_a_blind_method_at_chance():
+    from assay.studies._attribution_common import chance_reciprocal_rank
+
+    blind = np.zeros((4000, 30))  # a method that cannot tell any example apart
+    truth = [{3, 17, 25}] * 4000
+    # pessimistic ties rank the truth last among its equals: below chance by construction
+    assert reciprocal_rank(blind, truth).max() == pytest.approx(1 / 30)
+    rr = reciprocal_rank(blind, truth, ties=0)
+    expected = chance_reciprocal_rank(30, 3)
+    assert rr.mean() == pytest.approx(expected, abs=0.01)
+    assert recall_at_k(blind, truth, 5, ties=0).mean() == pytest.approx(5 / 30, abs=0.01)
+    np.testing.assert_array_equal(rr, reciprocal_rank(blind, truth, ties=0))  # seeded
+    # real differences still decide: ties are broken only among equal scores
+    scores = np.array([[0.9, 0.1, 0.5, 0.5]])
+    assert reciprocal_rank(scores, [{0}], ties=3)[0] == 1.0
+    assert set(recall_at_k(scores, [{2}], 2, ties=s)[0] for s in range(20)) == {0.0, 1.0}
+
+
+def test_chance_reciprocal_rank_matches_a_simulation():
+    from assay.studies._attribution_common import chance_reciprocal_rank
+
+    rng = np.random.default_rng(1)
+    for n, m in ((10, 1), (40, 3), (7, 7)):
+        ranks = np.array([np.sort(rng.permutation(n)[:m])[0] + 1 for _ in range(20000)])
+        assert chance_reciprocal_rank(n, m) == pytest.approx((1 / ranks).mean(), abs=0.006)
+    assert chance_reciprocal_rank(10, 1) == pytest.approx(sum(1 / r for r in range(1, 11)) / 10)
 
 
 def test_lds_of_a_perfect_predictor_is_one_and_of_a_shuffled_one_near_zero():
