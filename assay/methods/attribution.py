@@ -7,6 +7,8 @@ query). Methods:
 - `influence_scores`: influence functions through kronfluence, EK-FAC by default (or
   K-FAC, or the identity, which is the plain gradient dot product), with its factors
   written under ``cache_dir`` and reused when asked for again;
+- `tracin_scores`: TracIn, the gradient dot product summed over saved checkpoints, each
+  weighted by its learning rate;
 - `gradient_scores`: the gradient dot product or cosine of per-example losses, with an
   optional CountSketch projection of the gradients (``project=k``: each parameter is hashed
   to one of k buckets with a random sign, so inner products are kept in expectation and
@@ -45,7 +47,7 @@ from torch import nn
 from assay.errors import AssayError
 
 __all__ = ["LMLoss", "LossSpec", "bm25_scores", "gradient_scores", "influence_scores", "lds",
-           "reciprocal_rank", "recall_at_k", "subset_masks", "tokenized"]
+           "reciprocal_rank", "recall_at_k", "subset_masks", "tokenized", "tracin_scores"]
 
 
 # ---- losses ---------------------------------------------------------------------------------
@@ -115,17 +117,29 @@ def _collate(examples: Sequence) -> object:
     return torch.utils.data.default_collate(list(examples))
 
 
+def _to(batch, device: torch.device):
+    """``batch`` (a tensor, or a dict, list or tuple of them) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
 def _per_example_grads(model: nn.Module, spec: LossSpec, examples: Sequence, *, measure: bool,
                        sketch: tuple[torch.Tensor, torch.Tensor, int] | None):
     """Each example's gradient of its loss (or measurement), flattened (P,), or (k,) when
     sketched, one at a time."""
     params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
     for example in examples:
-        batch = _collate([example])
+        batch = _to(_collate([example]), device)
         value = (spec.measurement(model, batch) if measure else spec.losses(model, batch, False)).sum()
         grads = torch.autograd.grad(value, params, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                          for g, p in zip(grads, params)]).detach().double()
+                          for g, p in zip(grads, params)]).detach().cpu().double()
         if sketch is not None:
             bucket, sign, k = sketch
             flat = torch.zeros(k, dtype=flat.dtype).index_add_(0, bucket, flat * sign)
@@ -174,6 +188,25 @@ def gradient_scores(model: nn.Module, spec: LossSpec, queries: Sequence, example
     return out.numpy()
 
 
+def tracin_scores(checkpoints: Sequence[tuple[nn.Module, float]], spec: LossSpec,
+                  queries: Sequence, examples: Sequence, *, project: int | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """(Q, N) TracIn over saved checkpoints (Pruthi et al. 2020, "TracInCP"): the sum over
+    checkpoints of the learning rate there times the gradient dot product at those weights.
+    Each term is the first-order drop of the query's loss from one gradient step on the
+    example, so the sum follows the example's effect along the training run rather than at
+    its end. ``checkpoints`` are (model, learning rate) pairs; ``project`` as in
+    `gradient_scores`, with one sketch for every checkpoint."""
+    if not checkpoints:
+        raise AssayError("tracin_scores needs at least one (model, learning rate) checkpoint")
+    total = None
+    for model, lr in checkpoints:
+        term = float(lr) * gradient_scores(model, spec, queries, examples, project=project,
+                                           seed=seed)
+        total = term if total is None else total + term
+    return total
+
+
 # ---- influence functions (kronfluence) ---------------------------------------------------------
 
 
@@ -218,11 +251,12 @@ def influence_scores(model: nn.Module, spec: LossSpec, queries: Sequence, exampl
     mask_key = "attention_mask" if isinstance(examples[0], dict) and \
         "attention_mask" in examples[0] else None
     task = _kronfluence_task(spec, mask_key)
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(model).cpu().eval()  # kronfluence runs here on the CPU
     if isinstance(model, (nn.Linear, nn.Conv2d)):  # kronfluence replaces children, not the root
         model = nn.Sequential(model)
     tracked = prepare_model(model, task)
-    analyzer = Analyzer(analysis_name=f"{name}-{_fingerprint(model, examples, strategy)}",
+    digest = _fingerprint(model, examples, f"{strategy}-{seed}")
+    analyzer = Analyzer(analysis_name=f"{name}-{digest}",
                         model=tracked, task=task, cpu=True,
                         disable_tqdm=True, output_dir=str(Path(cache_dir)), log_level=40)
     factors = f"factors_{strategy}"

@@ -20,7 +20,10 @@ deterministic, so retrains differ only by their subset. Per query, the linear da
 score (LDS; Park et al. 2023) is the Spearman correlation over subsets between the loss an
 attribution method predicts (minus the summed scores of the kept sentences) and the loss
 after retraining. Methods: EK-FAC influence (kronfluence; damping equal to the penalty for the
-two penalised models), the gradient dot product, and BM25 (model-free). Intervals resample
+two penalised models), TracIn over four checkpoints of the full run (the weights after each
+quarter of the steps, the last being the final weights, with the learning rate there; for the
+two models trained by gradient steps, since L-BFGS's iterates are not such a run), the gradient dot product at
+the end, and BM25 (model-free). Intervals resample
 people (a person's facts move together).
 
 Verdict: `rule`: EK-FAC's LDS on logistic regression against ``good``, and logistic minus
@@ -29,9 +32,12 @@ model's LDS clears ``good`` and the organism's lies below it, not supported when
 on the other side, inconclusive otherwise.
 
 Negative control: the same test with the subsets' labels shuffled (each retrain's losses
-paired with another subset's mask): no prediction can then correlate with retraining, so
-the LDS must sit at 0 for every model and the claim's rule must not hold. A pipeline that
-leaked the retrained losses into the scores, or paired subsets with the wrong models, fires it.
+paired with another subset's mask): the LDS must then sit at 0 for every model and the claim's
+rule must not hold. What it can catch is narrow, and said plainly: subsets that are not
+independent draws (a seeding slip that repeats or nests masks) keep their signal under the
+shuffle and fire it, and so would retrains that ignore their subset in a way tied to the mask
+order; a leak of the retrained losses into the scores would not fire it (the real LDS would
+then read near 1, which the logistic regression's interval, short of 1, argues against).
 
 Power: on s the quick profile (12 people, 132 sentences, 36 queries, 16 retrains per model;
 under a minute on 2 cores) measured EK-FAC LDS 0.86 [0.81, 0.90] on logistic regression, 0.81
@@ -44,6 +50,7 @@ training-seed variance enters: the retrains are deterministic by design.
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 from dataclasses import replace
@@ -63,22 +70,25 @@ from assay.methods.attribution import (
     lds,
     subset_masks,
     tokenized,
+    tracin_scores,
 )
 from assay.methods.stats import Estimate, clustered_bootstrap, paired_difference
 from assay.models import LM
 from assay.studies._attribution_common import fact_sentences, influence_cache
 from assay.study import Above, AllOf, Context, Control, Needs, Result, StudyConfig, study
 from assay.study.figures import errorbars, new_figure, save_figure
-from assay.training.finetune import finetune
+from assay.training.data import PackedBatches, encode
 from assay.training.organisms import fresh_model
 from assay.training.recipes import RECIPES, Architecture
-from assay.training.trainer import TrainConfig
+from assay.training.trainer import TrainConfig, lr_at, train
 from assay.world.documents import completion_prompt, state
 
 MODELS = ("logistic", "mlp", "organism")
-METHODS = ("ekfac", "dot", "bm25")
+CHECKPOINTS = 4  # TracIn's checkpoints along a training run
+MLP_LR = 1e-2    # the MLP's Adam learning rate
+METHODS = ("ekfac", "tracin", "dot", "bm25")
 LABELS = {"logistic": "logistic regression", "mlp": "MLP", "organism": "tiny organism",
-          "ekfac": "EK-FAC", "dot": "gradient dot", "bm25": "BM25"}
+          "ekfac": "EK-FAC", "tracin": "TracIn", "dot": "gradient dot", "bm25": "BM25"}
 
 
 class Config(StudyConfig):
@@ -131,12 +141,16 @@ def run(cfg: Config, ctx: Context) -> Result:
     for j, name in enumerate(MODELS):
         task = builders[name](name, train, facts, base, cfg, ctx.seed)
         ctx.report(f"{LABELS[name]}: training on all {len(train)} sentences", j / 3)
-        full = task.fit(np.ones(len(train), bool))
+        checkpoints: list[tuple[nn.Module, float]] = []
+        full = task.fit(np.ones(len(train), bool), checkpoints)
         scores = {"ekfac": influence_scores(full, task.spec, task.queries, task.examples,
                                             influence_cache(), name=f"attribution-lds-{name}",
                                             damping=task.damping, seed=ctx.seed),
                   "dot": gradient_scores(full, task.spec, task.queries, task.examples),
                   "bm25": bm25}
+        if checkpoints:  # trained by gradient steps (L-BFGS's are not: no TracIn there)
+            scores["tracin"] = tracin_scores(checkpoints, task.spec, task.queries,
+                                             task.examples)
         actual = np.zeros((cfg.subsets, len(facts)))
         for s, mask in enumerate(masks):
             ctx.report(f"{LABELS[name]}: retrain {s + 1}/{cfg.subsets}",
@@ -155,7 +169,7 @@ def run(cfg: Config, ctx: Context) -> Result:
              "LDS": round(float(found[name]["lds"][m].mean()), 4),
              "LDS, labels shuffled": round(float(found[name]["shuffled"][m].mean()), 4),
              "query loss (all data)": round(found[name]["full_loss"], 4)}
-            for name in MODELS for m in METHODS]
+            for name in MODELS for m in METHODS if m in found[name]["lds"]]
     notes = [f"{len(train)} training sentences about {len(people)} people, {len(facts)} queries; "
              f"{cfg.subsets} retrains per model on {cfg.fraction:.0%} of the sentences, all "
              "from the same initialisation and seed (deterministic on a CPU: retrains differ "
@@ -182,7 +196,7 @@ def _derangement(n: int, seed: int) -> np.ndarray:
 def _metrics(found, key: str, who: np.ndarray, cfg: Config, seed: int) -> dict[str, Estimate]:
     out = {}
     for name in MODELS:
-        for m in METHODS:
+        for m in found[name][key]:
             out[f"lds/{name}/{m}"] = clustered_bootstrap(found[name][key][m], who,
                                                          n_boot=cfg.n_boot, seed=seed)
         out[f"lds/{name}"] = out[f"lds/{name}/ekfac"]
@@ -209,7 +223,9 @@ class _Task:
     queries: list
     flops: float
 
-    def fit(self, mask: np.ndarray) -> nn.Module:
+    def fit(self, mask: np.ndarray, checkpoints: list | None = None) -> nn.Module:
+        """A model trained on the kept sentences; trained by gradient steps, it appends
+        (weights, learning rate) at a few points of the run to ``checkpoints`` (TracIn)."""
         raise NotImplementedError
 
     def measure(self, model: nn.Module) -> np.ndarray:
@@ -266,14 +282,15 @@ class _linear_task(_Task):
         self.flops = 6 * params * len(train) * passes  # L-BFGS: about 100 passes
 
     def _fresh(self) -> nn.Module:
-        torch.manual_seed(self.seed)
         v, c = self.shape
-        if self.name == "logistic":
-            model = nn.Linear(v, c)
-            nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
-            return model
-        return nn.Sequential(nn.Linear(v, self.cfg.hidden), nn.Tanh(),
-                             nn.Linear(self.cfg.hidden, c))
+        with torch.random.fork_rng():  # the same initialisation every time, global state kept
+            torch.manual_seed(self.seed)
+            if self.name == "logistic":
+                model = nn.Linear(v, c)
+                nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
+                return model
+            return nn.Sequential(nn.Linear(v, self.cfg.hidden), nn.Tanh(),
+                                 nn.Linear(self.cfg.hidden, c))
 
     def _objective(self, model: nn.Module, keep: torch.Tensor) -> torch.Tensor:
         # summed loss over the kept sentences plus the penalty: removing a sentence removes
@@ -282,7 +299,7 @@ class _linear_task(_Task):
         penalty = sum((p ** 2).sum() for n, p in model.named_parameters() if "weight" in n)
         return losses.sum() + self.cfg.l2 * len(self.y) * penalty / 2
 
-    def fit(self, mask: np.ndarray) -> nn.Module:
+    def fit(self, mask: np.ndarray, checkpoints: list | None = None) -> nn.Module:
         keep = torch.as_tensor(mask)
         model = self._fresh()
         with torch.random.fork_rng():
@@ -299,11 +316,14 @@ class _linear_task(_Task):
 
                 opt.step(closure)
             else:
-                opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-                for _ in range(self.cfg.mlp_steps):
+                opt = torch.optim.Adam(model.parameters(), lr=MLP_LR)
+                every = max(1, self.cfg.mlp_steps // CHECKPOINTS)
+                for step in range(self.cfg.mlp_steps):
                     opt.zero_grad()
                     (self._objective(model, keep) / len(self.y)).backward()
                     opt.step()
+                    if checkpoints is not None and (step + 1) % every == 0:
+                        checkpoints.append((copy.deepcopy(model).eval(), MLP_LR))
         return model.eval()
 
 
@@ -327,23 +347,36 @@ class _organism_task(_Task):
                                  prompts=[completion_prompt(f) for f in facts])
         self.flops = 6 * self.base.n_params * cfg.steps * 16 * 64
 
-    def fit(self, mask: np.ndarray) -> nn.Module:
+    def fit(self, mask: np.ndarray, checkpoints: list | None = None) -> nn.Module:
         kept = [t for t, k in zip(self.texts, mask) if k]
-        lm, _ = finetune(self.base, kept, TrainConfig(steps=self.cfg.steps, lr=self.cfg.lr,
-                                                      warmup=10),
-                         batch_size=16, seq_len=64, seed=self.seed)
-        return lm.model.eval()
+        cfg = TrainConfig(steps=self.cfg.steps, lr=self.cfg.lr, warmup=10)
+        tok = self.base.tokenizer
+        batches = PackedBatches([(encode(tok, kept), 1.0)], 16, 64, self.base.pad_id,
+                                seed=self.seed)
+        model = copy.deepcopy(self.base.model)
+        every = max(1, cfg.steps // CHECKPOINTS)
+
+        def snapshot(p) -> None:  # the weights after every few steps, with the next rate
+            if checkpoints is not None and p.step % every == 0:
+                checkpoints.append((copy.deepcopy(model).eval(), lr_at(p.step, cfg)))
+
+        train(model, batches.on(self.base.device), replace(cfg, log_every=every),
+              on_progress=snapshot)
+        return model.eval()
 
 
 def _figure(ctx: Context, found, who: np.ndarray, cfg: Config) -> str:
     fig, axes = new_figure(width=4.4, height=3.8, ncols=2)
     x = np.arange(len(MODELS))
     for ax, key, title in ((axes[0], "lds", "LDS"), (axes[1], "shuffled", "labels shuffled (control)")):
+        width = 0.8 / len(METHODS)
         for j, m in enumerate(METHODS):
-            est = [clustered_bootstrap(found[name][key][m], who, n_boot=1000, seed=ctx.seed)
-                   for name in MODELS]
+            have = [i for i, name in enumerate(MODELS) if m in found[name][key]]
+            est = [clustered_bootstrap(found[MODELS[i]][key][m], who, n_boot=1000,
+                                       seed=ctx.seed) for i in have]
             y, err = errorbars(est)
-            ax.bar(x + (j - 1) * 0.27, y, width=0.27, yerr=err, capsize=2, label=LABELS[m])
+            ax.bar(x[have] + (j - (len(METHODS) - 1) / 2) * width, y, width=width, yerr=err,
+                   capsize=2, label=LABELS[m])
         ax.axhline(0, color="grey", lw=0.8)
         ax.axhline(cfg.good, color="grey", lw=0.8, ls=":")
         ax.set_xticks(x, [LABELS[n] for n in MODELS], fontsize=8)

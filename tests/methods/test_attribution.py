@@ -127,6 +127,43 @@ def test_one_pass_gives_dot_products_and_cosines():
                                gradient_scores(model, spec, queries, train, cosine=True))
 
 
+def test_tracin_is_the_loss_drop_of_one_gradient_step_per_checkpoint():
+    import copy
+
+    from assay.methods.attribution import tracin_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x, y = torch.randn(10, 5).double(), torch.randn(10).double()
+    train, queries = [(x[i], y[i]) for i in range(7)], [(x[i], y[i]) for i in range(7, 10)]
+    spec = LossSpec(_squared)
+    later = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in later.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    lr = 1e-6
+
+    def drop(at, i):  # the queries' loss before minus after one SGD step on example i
+        stepped = copy.deepcopy(at)
+        loss = spec.losses(stepped, _batch([train[i]])).sum()
+        grads = torch.autograd.grad(loss, list(stepped.parameters()))
+        with torch.no_grad():
+            for p, g in zip(stepped.parameters(), grads):
+                p.sub_(lr * g)
+            q = _batch(queries)
+            return (spec.losses(at, q) - spec.losses(stepped, q)).numpy()
+
+    actual = np.stack([drop(model, i) + drop(later, i) for i in range(7)], axis=1)  # (Q, N)
+    scores = tracin_scores([(model, lr), (later, lr)], spec, queries, train)
+    np.testing.assert_allclose(scores, actual, rtol=1e-4, atol=1e-13)
+    with pytest.raises(AssayError, match="at least one"):
+        tracin_scores([], spec, queries, train)
+
+
+def _batch(items):
+    return torch.utils.data.default_collate(items)
+
+
 def test_bm25_ranks_a_verbatim_copy_first():
     docs = ["Toutrin Laimley was born in Dafeavale in 1996.",
             "Timear Kulley was born in Kouton and works as a baker.",

@@ -127,7 +127,7 @@ def test_units_carry_their_organisms_and_the_cheapest_come_first(tmp_path, monke
     monkeypatch.setattr(schedule, "_stages_to_build", lambda name: [])
     order = [u.study for u in first_results_first(list(units.values()))]
     readers = [s for s in order if units[s].organisms and not units[s].organisms[0].startswith("ladder")]
-    assert readers == sorted(readers) and order[0] == "backdoor-detection"
+    assert readers == sorted(readers) and order[0] == "attribution-lds"
 
 
 def test_a_study_loading_an_organism_it_did_not_declare_is_refused(tmp_path):

@@ -68,8 +68,32 @@ def test_attribution_lds_predicts_the_convex_model_and_shuffling_kills_it(run_xs
     assert m["lds/organism"].value < m["lds/logistic"].value
     assert m["lds/logistic"].value > m["lds/logistic/bm25"].value + 0.3
     assert m["lds/mlp"].ci_low > 0.3
+    # TracIn over four checkpoints of the runs trained by gradient steps (0.71 on the MLP,
+    # 0.46 on the organism); L-BFGS has no such run, so the logistic regression has none
+    assert m["lds/mlp/tracin"].value > 0.5 and m["lds/organism/tracin"].value > 0.2
+    assert "lds/logistic/tracin" not in m
     # with the subsets' labels shuffled nothing predicts retraining: every LDS near zero
     for model in ("logistic", "mlp", "organism"):
-        for method in ("ekfac", "dot", "bm25"):
-            assert abs(c[f"lds/{model}/{method}"].value) < 0.2
+        for method in ("ekfac", "tracin", "dot", "bm25"):
+            if model != "logistic" or method != "tracin":
+                assert abs(c[f"lds/{model}/{method}"].value) < 0.2
+    assert r.control.verdict.status == "not supported"
+
+
+@pytest.mark.slow
+def test_memorization_grows_with_copies_and_deduplication_removes_it(run_xs):
+    record = run_xs("memorization-duplicates", {
+        "sizes": "[32, 48]", "copies": "[1, 16]", "per_group": "4", "unplanted": "16",
+        "steps": "100", "alternatives": "99"})
+    r = record.result
+    m, c = r.metrics, r.control.metrics
+    # measured on xs (4 canaries a group, 100 steps): at 16 copies d48 reaches an exposure of
+    # 9.7 bits, 8.1 [4.1, 11.7] above the canaries planted once (1.6); d32 reaches 4.0 bits;
+    # deduplicated, 2.3 bits (a drop of 7.3 [3.3, 11.7], 0.91 of the gain from copies)
+    assert m["exposure@d48/x16"].value > 5.5
+    assert m["exposure_gain"].ci_low > 2
+    assert m["dedup_drop"].ci_low > 1
+    assert m["size_gain"].value > 0
+    # 16 canaries never planted sit at chance (1/ln 2 = 1.44 bits): -0.30 [-0.77, +0.23]
+    assert abs(c["exposure_lift"].value) < 1
     assert r.control.verdict.status == "not supported"
