@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+from abc import ABC, abstractmethod
 from dataclasses import replace
 
 import numpy as np
@@ -212,7 +213,7 @@ def _metrics(found, key: str, who: np.ndarray, cfg: Config, seed: int) -> dict[s
 # ---- the three models, one interface ----------------------------------------------------------
 
 
-class _Task:
+class _Task(ABC):
     """A model class on the study's data: ``fit(mask)`` trains a fresh model (the same
     initialisation every time) on the kept sentences; ``measure(model)`` gives each query's
     loss; ``spec``, ``examples`` and ``queries`` feed the attribution methods."""
@@ -223,10 +224,10 @@ class _Task:
     queries: list
     flops: float
 
+    @abstractmethod
     def fit(self, mask: np.ndarray, checkpoints: list | None = None) -> nn.Module:
         """A model trained on the kept sentences; trained by gradient steps, it appends
         (weights, learning rate) at a few points of the run to ``checkpoints`` (TracIn)."""
-        raise NotImplementedError
 
     def measure(self, model: nn.Module) -> np.ndarray:
         with torch.no_grad():
