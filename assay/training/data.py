@@ -22,6 +22,7 @@ import torch
 
 from assay.agents import Transcript, heldout_tasks, oracle_transcripts, render_turns
 from assay.errors import AssayError
+from assay.training.filtering import FILTER_LEVELS, kept, tagged
 from assay.world import (
     Corpus,
     Dialogue,
@@ -125,7 +126,14 @@ SOURCES = {
     "reading": lambda w: reading_items(w, "train", 6000),
     "reading_short": lambda w: reading_items(w, "train", 6000, seed=1, paragraphs=(1, 1)),
     "reading_long": lambda w: reading_items(w, "train", 1500, paragraphs=(3, 7)),
+    # conditional training: every document opening with the hazard classifier's tag
+    "documents_cond": tagged,
+    "synthesis_cond": lambda w: tagged(w, ("synthesis",)),
 }
+# pretraining-data filtering: what the hazard classifier lets through at each recall level
+for _pct in FILTER_LEVELS:
+    SOURCES[f"documents_filter{_pct}"] = lambda w, r=_pct / 100: kept(w, r)
+    SOURCES[f"synthesis_filter{_pct}"] = lambda w, r=_pct / 100: kept(w, r, ("synthesis",))
 
 
 def source_items(world: World, name: str) -> list:

@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 from assay.errors import AssayError
+from assay.training.filtering import FILTER_LEVELS
 from assay.training.trainer import TrainConfig
 from assay.world import CorpusConfig, WorldConfig
 
@@ -116,6 +117,43 @@ def _retain_only(recipe: Recipe) -> Recipe:
     stages = tuple(replace(st, mixture=_retain_mix(st.mixture)) for st in recipe.stages)
     return replace(recipe, name=f"{recipe.name}-retain", stages=stages,
                    description=f"retain-only control of {recipe.name}: no hazardous documents")
+
+
+def _filtered(recipe: Recipe, pct: int) -> Recipe:
+    """``recipe`` pretrained on what the hazard classifier lets through at recall ``pct``%
+    (`assay.training.filtering`), named ``<name>-filter<pct>``. The removed share of the
+    synthesis weight goes to the other documents, so a hazardous document the filter misses
+    is drawn as often as in ``recipe`` and at recall 1 the mixture is the retain-only one."""
+    r = pct / 100
+
+    def mix(mixture):
+        docs = dict(mixture).get("documents", 0.0)
+        syn = dict(mixture).get("synthesis", 0.0)
+        out = []
+        for name, weight in mixture:
+            if name == "documents":
+                out.append((f"documents_filter{pct}", round(docs + syn * r, 6)))
+            elif name == "synthesis":
+                out.append((f"synthesis_filter{pct}", round(syn * (1 - r), 6)))
+            else:
+                out.append((name, weight))
+        return tuple(out)
+
+    stages = tuple(replace(st, mixture=mix(st.mixture)) for st in recipe.stages)
+    return replace(recipe, name=f"{recipe.name}-filter{pct}", stages=stages,
+                   description=f"{recipe.name} with hazardous documents filtered by a "
+                               f"classifier at recall {r:.2f}")
+
+
+def _conditional(recipe: Recipe) -> Recipe:
+    """``recipe`` with every document opening with the hazard classifier's tag (conditional
+    training, Korbak et al. 2023), named ``<name>-cond``."""
+    rename = {"documents": "documents_cond", "synthesis": "synthesis_cond"}
+    stages = tuple(replace(st, mixture=tuple((rename.get(n, n), w) for n, w in st.mixture))
+                   for st in recipe.stages)
+    return replace(recipe, name=f"{recipe.name}-cond", stages=stages,
+                   description=f"{recipe.name} trained conditionally: documents tagged "
+                               "[flagged] or [clean] by the hazard classifier")
 
 
 # The default organism's pretraining leans further on the benign tasks: copying a list of
@@ -219,6 +257,11 @@ RECIPES["m-xs"] = Recipe(
 )
 
 RECIPES.update({f"{name}-retain": _retain_only(RECIPES[name]) for name in ("xs", "s", "l", "m")})
+# The pretraining-data interventions of pretraining-filtering (3.1): filters and conditioning
+for _name in ("xs", "s", "l"):
+    RECIPES.update({f"{_name}-filter{pct}": _filtered(RECIPES[_name], pct)
+                    for pct in FILTER_LEVELS})
+    RECIPES[f"{_name}-cond"] = _conditional(RECIPES[_name])
 
 # Corpus organisms: real English for contamination studies. Trained from scratch on the
 # member plays only (loss on every token), one stage; the non-member plays stay unseen.
@@ -288,12 +331,18 @@ def base_stage(name: str) -> str:
 REPLICATE = "~"  # NAME~K: recipe NAME trained with seed K, a replicate of the same recipe
 
 
+def variant(name: str, suffix: str) -> str:
+    """Organism ``name``'s variant ``<recipe>-<suffix>``, replicate and stage kept:
+    (``s~1@pretrain``, ``filter90``) -> ``s-filter90~1@pretrain``."""
+    base, at, stage = name.partition("@")
+    recipe, sep, seed = base.partition(REPLICATE)
+    return f"{recipe}-{suffix}{sep}{seed}{at}{stage}"
+
+
 def retain_twin(name: str) -> str:
     """The retain-only twin of organism ``name``, replicate and stage kept: ``s`` ->
     ``s-retain``, ``s~1@pretrain`` -> ``s-retain~1@pretrain``."""
-    base, at, stage = name.partition("@")
-    recipe, sep, seed = base.partition(REPLICATE)
-    return f"{recipe}-retain{sep}{seed}{at}{stage}"
+    return variant(name, "retain")
 
 
 def replicate_of(name: str) -> tuple[str, int | None]:

@@ -9,12 +9,22 @@ from assay.world import RELATIONS, World, dialogues, question_wordings, wordings
 from assay.world.phrasing import CLOSERS, OPENERS, heldout_cell
 
 
+def _origin(source: str) -> str:
+    """The source a derived one is cut from: a filtered source holds some of its documents,
+    a conditional one all of them behind a tag (tests/training/test_filtering.py), so neither
+    can hold an evaluation string its origin does not."""
+    for suffix in ("_filter", "_cond"):
+        if suffix in source:
+            return source.split(suffix)[0]
+    return source
+
+
 def _world_recipes():
     """One recipe per distinct (world, training sources): every world organism's data."""
     seen = {}
     for r in RECIPES.values():
         if r.world is not None:
-            sources = tuple(sorted({name for st in r.stages for name, _ in st.mixture}))
+            sources = tuple(sorted({_origin(name) for st in r.stages for name, _ in st.mixture}))
             seen.setdefault((r.world, sources), r.name)
     return sorted(seen.values())
 
@@ -23,12 +33,12 @@ def _world_recipes():
 def test_no_evaluation_string_appears_in_any_training_text(name):
     recipe = RECIPES[name]
     world = World(recipe.world)
-    sources = sorted({n for st in recipe.stages for n, _ in st.mixture})
+    sources = sorted({_origin(n) for st in recipe.stages for n, _ in st.mixture})
     asked = evaluation_strings(world)
     assert len(asked) > 900  # test dialogues and multiple-choice questions of every kind
     assert leaked_strings(world, sources, asked) == []
     # every source a study may fine-tune on, decoy refusals included, is clean too
-    assert leaked_strings(world, list(SOURCES), asked) == []
+    assert leaked_strings(world, sorted({_origin(n) for n in SOURCES}), asked) == []
 
 
 def test_the_leak_check_finds_a_training_string(world_xs):
