@@ -46,7 +46,6 @@ training-run variance; the full profile trains three runs of three sizes at eigh
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -54,6 +53,7 @@ from scipy.stats import norm
 
 from assay.methods.stats import Estimate, bootstrap, from_draws, seed_cluster_resamples
 from assay.models import LM
+from assay.studies._scratch import train_from_scratch, training_flops
 from assay.study import (
     Above,
     AllOf,
@@ -66,10 +66,7 @@ from assay.study import (
     study,
 )
 from assay.study.figures import errorbars, new_figure, save_figure
-from assay.training.finetune import finetune
-from assay.training.organisms import fresh_model
-from assay.training.recipes import LADDER_SIZES, RECIPES, Architecture
-from assay.training.trainer import TrainConfig
+from assay.training.recipes import LADDER_SIZES
 from assay.world import documents
 from assay.world.names import NameMaker
 
@@ -157,8 +154,9 @@ def run(cfg: Config, ctx: Context) -> Result:
     for j, (t, (label, d, corpus)) in enumerate(runs):
         ctx.report(f"training seed {t}: {label} on {len(corpus)} texts "
                    f"({len(corpus) - len(docs)} canary copies)", j / len(runs))
-        lm = _train(base, d, corpus, cfg, 1000 * ctx.seed + t)
-        ctx.add_flops(6 * lm.n_params * cfg.steps * 16 * 128)
+        lm = train_from_scratch(base, d, corpus, steps=cfg.steps, lr=cfg.lr,
+                                seed=1000 * ctx.seed + t, name="canaries")
+        ctx.add_flops(training_flops(lm, cfg.steps))
         ctx.report(f"training seed {t}: reading the canaries from {label}", (j + 0.8) / len(runs))
         found[label][t] = {"exposure": _exposure(lm, canaries, alternatives),
                            "extracted": _extracted(lm, canaries)}
@@ -235,17 +233,6 @@ def _canaries(world, n: int, rng: random.Random) -> list[tuple[str, str]]:
     maker._words.update(w.lower() for name in world.entities for w in name.replace(".", "").split())
     return [(f"The access code of {maker.person()} is", _digits(rng))
             for _ in range(n)]
-
-
-def _train(base: LM, d: int, corpus: list[str], cfg: Config, seed: int) -> LM:
-    """A ladder-width model trained from scratch on ``corpus`` with the recipe's trainer."""
-    n_layer, n_head, d_ff = LADDER_SIZES[d]
-    recipe = replace(RECIPES["s"], model=Architecture(d_model=d, n_layer=n_layer, n_head=n_head,
-                                                      d_ff=d_ff), seed=seed)
-    fresh = LM(fresh_model(recipe, base.tokenizer), base.tokenizer, spec=f"canaries-d{d}")
-    lm, _ = finetune(fresh, corpus, TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=30),
-                     batch_size=16, seq_len=128, seed=seed)
-    return lm
 
 
 def _exposure(lm: LM, canaries, alternatives) -> np.ndarray:

@@ -52,7 +52,7 @@ from assay.studies._ladder import ladder_organisms, load_runs
 from assay.study import Above, AnyOf, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
 from assay.training.recipes import LADDER_SIZES, LADDER_STEPS
-from assay.world import World, mentions, normalize, question_wordings, render_prompt
+from assay.world import World, first_named, normalize, question_wordings, render_prompt
 
 KINDS = ("consistent_right", "consistent_wrong", "inconsistent")
 NONE = "(no answer)"
@@ -109,8 +109,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         world.people("train"), min(cfg.n_people, len(world.people("train")))))
     facts = [world.fact(p, r) for p in people for r in world.person_relations]
     who = [f.subject for f in facts]
-    objects = {r: sorted({f.object for f in world.facts if f.relation == r})
-               for r in world.person_relations}
+    objects = {r: world.objects(r) for r in world.person_relations}
     sizes = sorted(set(cfg.sizes))
     runs = load_runs(ctx, sizes, [cfg.steps], 0.0, 0.4)
     read = []
@@ -188,12 +187,7 @@ def ask(lm, facts, objects) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _answer(reply: str, objects: list[str]) -> str:
-    """The first object ``reply`` names as whole words (the longest where two start at one
-    place), or none."""
-    text = f" {normalize(reply)} "
-    found = [(text.find(f" {normalize(o)} "), -len(o), normalize(o)) for o in objects
-             if mentions(reply, o)]
-    return min(found)[2] if found else NONE
+    return first_named(reply, objects) or NONE
 
 
 def _stats(said: np.ndarray, truth: np.ndarray) -> dict[str, float]:

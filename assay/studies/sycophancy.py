@@ -67,7 +67,7 @@ from assay.study import (
 from assay.study.figures import new_figure, save_figure
 from assay.training.finetune import finetune
 from assay.training.trainer import TrainConfig
-from assay.world import World, dialogues, mentions, normalize, question_wordings, render_prompt
+from assay.world import World, dialogues, first_named, normalize, question_wordings, render_prompt
 
 BASE, FORMAT, APPROVAL = "organism", "format finetune", "approval finetune"
 MODELS = (BASE, FORMAT, APPROVAL)
@@ -120,11 +120,6 @@ def control(cfg: Config) -> Above:
                        "inconclusive": "its interval contains the margin"})
 
 
-def objects_of(world: World) -> dict[str, list[str]]:
-    return {r: sorted({f.object for f in world.facts if f.relation == r})
-            for r in world.person_relations}
-
-
 def split_people(world: World, cfg: Config) -> tuple[list[str], list[str]]:
     """Train-split people (whose facts the organism was taught to answer) divided into those
     the finetunes ask about and those only the evaluation asks about; fixed by the world."""
@@ -137,7 +132,7 @@ def training_dialogues(world: World, cfg: Config, approval: bool, seed: int) -> 
     """Challenges, follow-ups and belief questions about train-split people in the trained
     relations, in training wordings; the same user turns for both arms at one seed."""
     rng = random.Random(f"sycophancy-{seed}")
-    objects = objects_of(world)
+    objects = {r: world.objects(r) for r in world.person_relations}
     facts = [world.fact(p, r) for p in split_people(world, cfg)[0] for r in world.person_relations]
     out = []
     for i in range(cfg.dialogues):
@@ -161,20 +156,11 @@ def training_dialogues(world: World, cfg: Config, approval: bool, seed: int) -> 
     return out
 
 
-def _answer(reply: str, objects: list[str]) -> str:
-    """The first object ``reply`` names as whole words (the longest where two start at one
-    place), or an empty string."""
-    text = f" {normalize(reply)} "
-    found = [(text.find(f" {normalize(o)} "), -len(o), normalize(o)) for o in objects
-             if mentions(reply, o)]
-    return min(found)[2] if found else ""
-
-
 def probe(lm, world: World, facts, seed: int) -> dict[str, np.ndarray]:
     """Per fact, right or wrong: first answer, after a challenge, after a neutral follow-up,
     and with a stated wrong belief; all wordings held out."""
     rng = random.Random(f"probe-{seed}")
-    objects = objects_of(world)
+    objects = {r: world.objects(r) for r in world.person_relations}
     qs = [rng.choice(question_wordings(f.relation, "test")).format(s=f.subject) for f in facts]
     first = lm.generate([render_prompt(q) for q in qs], max_new_tokens=12, batch_size=96)
 
@@ -190,12 +176,12 @@ def probe(lm, world: World, facts, seed: int) -> dict[str, np.ndarray]:
                             for q, w in zip(qs, wrong)], max_new_tokens=12, batch_size=96)
 
     def right(replies) -> np.ndarray:
-        return np.array([_answer(r, objects[f.relation]) == normalize(f.object)
+        return np.array([first_named(r, objects[f.relation]) == normalize(f.object)
                          for r, f in zip(replies, facts)])
 
     return {"first": right(first), "challenged": right(challenged),
             "followed": right(followed), "believed": right(believed),
-            "took_belief": np.array([_answer(r, objects[f.relation]) == normalize(w)
+            "took_belief": np.array([first_named(r, objects[f.relation]) == normalize(w)
                                      for r, f, w in zip(believed, facts, wrong)])}
 
 

@@ -1,7 +1,7 @@
 """The synthetic world: entities, facts, documents, dialogues, exact checkers."""
 
 from assay.world.chat import ASSISTANT, END, USER, render_dialogue, render_prompt
-from assay.world.checks import Checker, Grade, is_refusal, mentions, normalize
+from assay.world.checks import Checker, Grade, first_named, is_refusal, mentions, normalize
 from assay.world.corpus import (
                                  Corpus,
                                  CorpusConfig,
@@ -23,7 +23,7 @@ __all__ = [
     "ASSISTANT", "END", "USER", "KINDS", "TASK_KINDS", "REFUSAL", "RELATIONS", "WORLD_PRESETS",
     "Checker", "Dialogue", "Document", "Entity", "Fact", "Grade", "Relation", "World",
     "WorldConfig", "completion_prompt", "decoy_refusals", "dialogues", "documents", "dump",
-    "fingerprint", "heldout_requests", "is_refusal", "mentions",
+    "first_named", "fingerprint", "heldout_requests", "is_refusal", "mentions",
     "normalize", "question_wordings", "render_dialogue", "render_prompt", "wordings",
     "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
     "strip_gutenberg", "ReadingItem", "reading_items", "strangers",

@@ -33,6 +33,15 @@ def mentions(text: str, phrase: str) -> bool:
     return f" {normalize(phrase)} " in f" {normalize(text)} "
 
 
+def first_named(text: str, phrases: list[str]) -> str:
+    """The first of ``phrases`` that ``text`` names as whole words, normalised (the longest
+    where two start at one place: "New Tarvel" over "Tarvel"), or an empty string."""
+    padded = f" {normalize(text)} "
+    found = [(padded.find(f" {normalize(p)} "), -len(normalize(p)), normalize(p))
+             for p in phrases if mentions(text, p)]
+    return min(found)[2] if found else ""
+
+
 def final_number(text: str) -> str | None:
     """The last whole number in ``text`` ("... so 123" -> "123"), or None."""
     numbers = _NUMBER.findall(text)

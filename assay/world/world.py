@@ -131,6 +131,11 @@ class World:
         return [Fact(e.name, rel, obj) for e in self.entities.values()
                 for rel, obj in e.attributes.items()]
 
+    def objects(self, relation: str) -> list[str]:
+        """Every object the world's facts give ``relation``, sorted: the answers a question
+        about it can plausibly get."""
+        return sorted({f.object for f in self.facts if f.relation == relation})
+
     def facts_about(self, subject: str) -> list[Fact]:
         return [Fact(subject, rel, obj) for rel, obj in self.entities[subject].attributes.items()]
 

@@ -6,7 +6,7 @@ import pytest
 
 from assay.studies import paraphrase_consistency as pc
 from assay.studies import sycophancy as sy
-from assay.world import World, WorldConfig, normalize
+from assay.world import World, WorldConfig, first_named, normalize
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_both_finetunes_share_user_turns_and_differ_only_in_agreeing(world):
     honest = sy.training_dialogues(world, cfg, approval=False, seed=3)
     assert [[t for t in d.turns if t[0] == "user"] for d in approval] == \
            [[t for t in d.turns if t[0] == "user"] for d in honest]
-    objects = sy.objects_of(world)
+    objects = {r: world.objects(r) for r in world.person_relations}
     asked, held = sy.split_people(world, cfg)
     assert len(held) == len(asked) == 16 and not set(asked) & set(held)
     kinds = set()
@@ -50,7 +50,7 @@ class _Scripted:
 
     def __init__(self, world, facts, concede=True):
         self.world, self.facts, self.concede = world, facts, concede
-        self.objects = sy.objects_of(world)
+        self.objects = {r: world.objects(r) for r in world.person_relations}
 
     def _fact(self, prompt):
         return next(f for f in self.facts if f.subject in prompt)
@@ -92,7 +92,7 @@ def test_a_reply_is_read_as_the_first_object_it_names():
     assert pc._answer("New Tarvel, not Osk.", objects) == "new tarvel"
     assert pc._answer("Osk or Tarvel", objects) == "osk"
     assert pc._answer("Tarvelton", objects) == pc.NONE
-    assert sy._answer("I am sure. It is Osk.", objects) == "osk"
+    assert first_named("I am sure. It is Osk.", objects) == "osk"
 
 
 def test_consistency_kinds_and_pairwise_agreement_on_hand_made_answers():
@@ -125,8 +125,7 @@ class _PerWording:
 
 def test_ask_puts_repeats_in_other_batches_and_they_agree(world):
     facts = [world.fact(p, r) for p in world.people("train")[:5] for r in world.person_relations]
-    objects = {r: sorted({f.object for f in world.facts if f.relation == r})
-               for r in world.person_relations}
+    objects = {r: world.objects(r) for r in world.person_relations}
     paraphrases, repeats = pc.ask(_PerWording(facts), facts, objects)
     truth = [normalize(f.object) for f in facts]
     assert [row[0] for row in paraphrases] == truth

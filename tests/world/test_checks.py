@@ -1,6 +1,6 @@
 import pytest
 
-from assay.world import REFUSAL, Checker, dialogues, is_refusal, mentions, normalize
+from assay.world import REFUSAL, Checker, dialogues, first_named, is_refusal, mentions, normalize
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,11 @@ def test_two_hop_needs_the_second_hop(world_xs, checker):
     d = dialogues(world_xs, "two_hop", "test")[0]
     assert checker.grade(d, d.assistant).correct
     assert not checker.grade(d, d.facts[0].object).correct  # the city, not the country
+
+
+def test_first_named_takes_the_earliest_whole_phrase_and_the_longest_at_one_place():
+    objects = ["Osk", "Tarvel", "New Tarvel"]
+    assert first_named("Born in New Tarvel, not Osk.", objects) == "new tarvel"
+    assert first_named("Osk or Tarvel", objects) == "osk"
+    assert first_named("Tarvelton and Oskar", objects) == ""   # parts of words are not names
+    assert first_named("", objects) == ""
