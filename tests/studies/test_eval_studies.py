@@ -131,7 +131,8 @@ def test_sandbagger_hides_behind_the_cue_and_noise_is_undone(run_xs):
     for t in (0, 1):
         assert runs[t, "honest"]["noiseless cued accuracy"] - runs[t, "sandbagger"][
             "noiseless cued accuracy"] > 0.25
-    # every noise seed re-reads the noiseless weights after the previous one's noise
+    # scale 0 is the noiseless reading (the study re-reads it after the grid and stops if
+    # the noise was not removed): the table shows it for every noise seed
     for row in r.tables["noise"]:
         if row["scale"] == 0.0:
             assert row["min"] == row["max"] == pytest.approx(
@@ -172,6 +173,8 @@ def test_elicitation_finetune_beats_zero_shot_and_fictional_people_stay_at_chanc
     ("contamination", "english", "s", "not an organism trained on a text corpus"),
     ("contamination", "copies", "[]", "at least one arm"),
     ("sandbagging-noise", "evaluate", "everyone", "evaluate"),
+    ("sandbagging-noise", "scales", "[0.0, -0.1, 0.2]", "none below"),
+    ("sandbagging-noise", "scales", "[0.0]", "at least one above 0"),
 ])
 def test_bad_config_values_are_refused_before_anything_runs(study, key, value, message):
     from assay.errors import AssayError
