@@ -16,9 +16,11 @@ in retain accuracy against the original at its weakest strength at the floor
 (Bonferroni-corrected over methods). Both differences pair items: the models answered the
 same facts and items, each run is compared item by item with the original or the twin (which
 this study does not train, so they are read once), and the intervals resample training runs,
-then whole subjects (agents, people) within each run. The cheapest route to the floor is the
-smallest of those costs, its interval running from the smallest lower end to the smallest
-upper end (it covers the smallest true cost whenever every method's interval covers its own).
+then whole subjects (agents, people) within each run, never narrower than Tango's score
+interval of the pairs (a bootstrap of pairs that never differ has no width). The cheapest
+route to the floor is the smallest of those costs, its interval running from the smallest
+lower end to the smallest upper end (it covers the smallest true cost whenever every
+method's interval covers its own).
 
 Verdict: `rule`. First, the original must complete more hazard facts than the twin by more
 than `floor_margin` (something to forget), and some point must be at the floor (the point

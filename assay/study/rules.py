@@ -25,7 +25,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from assay.errors import AssayError
 from assay.methods.stats import Estimate
@@ -137,70 +137,62 @@ class _Leaf(Rule):
         }
 
 
+_OPPOSITE = {"above": "below", "below": "above"}
+
+
 @dataclass(frozen=True)
-class Above(_Leaf):
+class _Bar(_Leaf):
+    """A one-sided claim against ``bar``; a subclass names the side (``claim``) that supports
+    it, and the other side refutes it."""
+
+    bar: float = 0.0
+    claim: ClassVar[Literal["above", "below"]]
+
+    def _side(self, e: Estimate) -> str:
+        """Where the interval lies: above, below or across the bar."""
+        if e.ci_low > self.bar:
+            return "above"
+        if e.ci_high < self.bar:
+            return "below"
+        return "across"
+
+    def status(self, metrics: Metrics) -> Status:
+        e = metrics[self.metric]
+        if not _measured(e):
+            return "inconclusive"
+        return {self.claim: "supported", _OPPOSITE[self.claim]: "not supported"}.get(
+            self._side(e), "inconclusive")
+
+    def test(self) -> str:
+        return (f"supported if the interval of {self.name} lies {self.claim} {_num(self.bar)}, "
+                f"not supported if it lies {_OPPOSITE[self.claim]}, inconclusive if it "
+                f"contains {_num(self.bar)}")
+
+    def describe(self, metrics: Metrics) -> str:
+        e = metrics[self.metric]
+        where = self._side(e) if _measured(e) else "across"
+        return f"{self.name} {_interval(e)} lies {where} {_num(self.bar)}"
+
+    def cases(self) -> Cases:
+        around = self._around(self.bar)
+        found = {"supported": around[self.claim],
+                 "not supported": around[_OPPOSITE[self.claim]],
+                 "inconclusive": around["across"]}
+        return {s: [{self.metric: _synthetic(*v)}] for s, v in found.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Above(_Bar):
     """The claim: ``metric`` exceeds ``bar``. Supported when the interval lies above it."""
 
-    bar: float = 0.0
-
-    def status(self, metrics: Metrics) -> Status:
-        e = metrics[self.metric]
-        if not _measured(e):
-            return "inconclusive"
-        if e.ci_low > self.bar:
-            return "supported"
-        if e.ci_high < self.bar:
-            return "not supported"
-        return "inconclusive"
-
-    def test(self) -> str:
-        return (f"supported if the interval of {self.name} lies above {_num(self.bar)}, not "
-                f"supported if it lies below, inconclusive if it contains {_num(self.bar)}")
-
-    def describe(self, metrics: Metrics) -> str:
-        e = metrics[self.metric]
-        where = {"supported": "above", "not supported": "below",
-                 "inconclusive": "across"}[self.status(metrics)]
-        return f"{self.name} {_interval(e)} lies {where} {_num(self.bar)}"
-
-    def cases(self) -> Cases:
-        around = self._around(self.bar)
-        found = {"supported": around["above"], "not supported": around["below"],
-                 "inconclusive": around["across"]}
-        return {s: [{self.metric: _synthetic(*v)}] for s, v in found.items() if v is not None}
+    claim: ClassVar[Literal["above", "below"]] = "above"
 
 
 @dataclass(frozen=True)
-class Below(_Leaf):
+class Below(_Bar):
     """The claim: ``metric`` falls under ``bar``. Supported when the interval lies below it."""
 
-    bar: float = 0.0
-
-    def status(self, metrics: Metrics) -> Status:
-        e = metrics[self.metric]
-        if not _measured(e):
-            return "inconclusive"
-        if e.ci_high < self.bar:
-            return "supported"
-        if e.ci_low > self.bar:
-            return "not supported"
-        return "inconclusive"
-
-    def test(self) -> str:
-        return (f"supported if the interval of {self.name} lies below {_num(self.bar)}, not "
-                f"supported if it lies above, inconclusive if it contains {_num(self.bar)}")
-
-    def describe(self, metrics: Metrics) -> str:
-        e = metrics[self.metric]
-        where = {"supported": "below", "not supported": "above",
-                 "inconclusive": "across"}[self.status(metrics)]
-        return f"{self.name} {_interval(e)} lies {where} {_num(self.bar)}"
-
-    def cases(self) -> Cases:
-        around = self._around(self.bar)
-        found = {"supported": around["below"], "not supported": around["above"],
-                 "inconclusive": around["across"]}
-        return {s: [{self.metric: _synthetic(*v)}] for s, v in found.items() if v is not None}
+    claim: ClassVar[Literal["above", "below"]] = "below"
 
 
 @dataclass(frozen=True)

@@ -345,3 +345,53 @@ def test_crossed_resamples_draw_runs_and_items_apart():
     assert {int(x) for r, _ in draws for x in r} == {0, 1, 2}  # runs are resampled too
     one = stats.crossed_resamples(1, 10, 5, seed=0)
     assert all((r == 0).all() and r.shape == (1,) for r, _ in one)  # one run: items only
+
+
+def _tango_by_brute_force(b, c, n, z=Z95):
+    """The score interval found by maximising the constrained likelihood on a grid (no closed
+    form) and scanning hypothesised differences: slow, independent of the closed form."""
+    def score(delta):
+        q = np.linspace(max(0.0, -delta) + 1e-9, (1 - delta) / 2 - 1e-9 if delta >= 0
+                        else (1 + delta) / 2 - delta - 1e-9, 20001)  # q = p01, p10 = q + delta
+        rest = np.clip(1 - 2 * q - delta, 1e-300, None)
+        loglik = b * np.log(q + delta) + c * np.log(q) + (n - b - c) * np.log(rest)
+        q_hat = q[np.argmax(loglik)]
+        return (b - c - n * delta) / math.sqrt(n * (2 * q_hat + delta * (1 - delta)))
+    inside = [d for d in np.linspace(-0.99, 0.99, 1981) if abs(score(d)) <= z]
+    return min(inside), max(inside)
+
+
+@pytest.mark.parametrize("b,c,n", [(12, 2, 50), (40, 20, 160), (3, 7, 60), (5, 1, 200)])
+def test_paired_rate_difference_is_the_score_interval(b, c, n):
+    e = stats.paired_rate_difference(b, c, n)
+    low, high = _tango_by_brute_force(b, c, n)
+    assert e.value == pytest.approx((b - c) / n)
+    assert e.ci_low == pytest.approx(low, abs=0.002) and e.ci_high == pytest.approx(high, abs=0.002)
+    assert e.method == "tango-score" and e.n == n
+
+
+def test_paired_rate_difference_keeps_a_width_when_no_pair_differs():
+    # no discordant pair in 156: +-z^2/(n + z^2), Wilson's upper end at a rate of 0
+    e = stats.paired_rate_difference(0, 0, 156)
+    assert e.value == 0.0
+    assert e.ci_high == pytest.approx(stats.wilson(0, 156).ci_high, abs=1e-6)
+    assert e.ci_low == pytest.approx(-e.ci_high, abs=1e-6)
+    assert (e.ci_low, e.ci_high) != (0.0, 0.0)
+    # every pair discordant one way: the difference is 1 and the interval reaches it
+    assert stats.paired_rate_difference(20, 0, 20).ci_high == 1.0
+
+
+def test_paired_rate_difference_covers_near_nominal():
+    rng = np.random.default_rng(3)
+    for p10, p01, n in [(0.05, 0.02, 100), (0.2, 0.1, 40)]:
+        u = rng.random((2000, n))
+        b, c = (u < p10).sum(1), ((u >= p10) & (u < p10 + p01)).sum(1)
+        covered = [stats.paired_rate_difference(int(x), int(y), n) for x, y in zip(b, c)]
+        share = np.mean([e.ci_low <= p10 - p01 <= e.ci_high for e in covered])
+        assert 0.93 <= share <= 0.99, (p10, p01, n, share)
+
+
+@pytest.mark.parametrize("b,c,n,match", [(3, 4, 5, "at most n"), (-1, 0, 5, "must lie in")])
+def test_paired_rate_difference_refuses_impossible_counts(b, c, n, match):
+    with pytest.raises(AssayError, match=match):
+        stats.paired_rate_difference(b, c, n)
