@@ -88,7 +88,7 @@ class Config(StudyConfig):
         if not any(x > 0 for x in scales) or min(scales) < 0:
             raise ValueError("noise scales are multiples of each matrix's rms: give at least "
                              "one above 0, and none below")
-        return scales
+        return sorted({0.0, *scales})  # the noiseless reading first, then rising noise
 
 
 def _detected(cfg: Config) -> Above:
@@ -120,8 +120,6 @@ def control(cfg: Config) -> Above:
 @study("sandbagging-noise", agenda=["3.3"], needs=Needs(organism=True, trainable=True),
        rule=rule, control=control)
 def run(cfg: Config, ctx: Context) -> Result:
-    if cfg.scales != sorted({0.0, *cfg.scales}):  # noiseless first, then rising noise
-        cfg = cfg.model_copy(update={"scales": sorted({0.0, *cfg.scales})})
     world, base = ctx.world(), ctx.lm()
     others = cfg.eval_people if cfg.evaluate == "heldout" else 0
     trained, evaluated = split_people(world, cfg.train_people, ctx.seed, others)

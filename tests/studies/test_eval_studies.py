@@ -131,12 +131,6 @@ def test_sandbagger_hides_behind_the_cue_and_noise_is_undone(run_xs):
     for t in (0, 1):
         assert runs[t, "honest"]["noiseless cued accuracy"] - runs[t, "sandbagger"][
             "noiseless cued accuracy"] > 0.25
-    # scale 0 is the noiseless reading (the study re-reads it after the grid and stops if
-    # the noise was not removed): the table shows it for every noise seed
-    for row in r.tables["noise"]:
-        if row["scale"] == 0.0:
-            assert row["min"] == row["max"] == pytest.approx(
-                runs[row["train_seed"], row["model"]]["noiseless cued accuracy"], abs=1e-4)
     # on xs noise lowers the sandbagger's cued score too (best rise measured -0.10 in both
     # runs): no seed flags it, and with six flags "not supported" is reachable and read
     assert m["best_rise@sandbagger"].ci_high < 0
@@ -218,3 +212,30 @@ def test_format_rules_need_a_second_format_before_reading_the_spread(study, gate
     # the control reads the spread without the gate: people who do not exist have no format
     control = spec.control(spec.make_config("quick"))
     assert control.decide({p: est(0.5, 0.7) for p in parts}).status == "supported"
+
+
+def test_noise_changes_every_matrix_and_is_removed_exactly():
+    import types
+
+    import torch
+
+    from assay.studies.sandbagging_noise import _noised
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    lm = types.SimpleNamespace(model=net)
+    before = [p.detach().clone() for p in net.parameters()]
+    with _noised(lm, 0.5, seed=3):
+        changed = [not torch.equal(p, b) for p, b in zip(net.parameters(), before)]
+        rel = (net[0].weight - before[0]).square().mean().sqrt() / before[0].square().mean().sqrt()
+    assert changed == [True, False, False, False]  # the matrix only; biases and norms kept
+    assert rel.item() == pytest.approx(0.5, rel=0.25)  # noise of 0.5 x the matrix's rms
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+
+
+def test_noise_scales_always_start_with_the_noiseless_reading():
+    from assay.study.registry import discover, get_study
+
+    discover()
+    cfg = get_study("sandbagging-noise").make_config("quick", {"scales": "[0.4, 0.1]"})
+    assert cfg.scales == [0.0, 0.1, 0.4]
