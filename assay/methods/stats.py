@@ -9,6 +9,12 @@ document). `two_proportion_test` compares two rates. A statistic of several arra
 error) takes its draws from `resamples`, `cluster_resamples` or `clustered_mean_draws` and
 its interval from `from_draws`, so no study resamples by hand.
 
+A percentile bootstrap of 0/1 readings has no width where every reading agrees (a rate of 0,
+two arms that never differ), so the bootstraps of a mean of 0/1 values are floored: a rate by
+the Wilson interval of its count, a paired difference by Tango's score interval of its
+discordant pairs (`paired_rate_difference`). The method name then ends "(at least Wilson)" or
+"(at least Tango)"; graded values and other statistics are left alone.
+
 Every function returns an `Estimate` (or a `TestResult` holding one). Bootstraps draw from
 `numpy.random.default_rng(seed)`, so the same inputs and seed give identical intervals.
 A bootstrap `stat` is a numpy-style reduction: it is called as `stat(x, axis=-1)` on a
@@ -32,7 +38,8 @@ __all__ = [
     "crossed_resamples",
     "clustered_bootstrap", "clustered_mean_draws", "exact", "from_draws", "paired_auroc_gap",
     "paired_bootstrap", "paired_difference", "paired_rate_difference", "rate", "resamples",
-    "seed_cluster_bootstrap", "seed_cluster_rate", "seed_cluster_resamples", "two_proportion_test",
+    "seed_cluster_bootstrap", "seed_cluster_paired", "seed_cluster_rate", "seed_cluster_resamples",
+    "two_proportion_test",
     "wilson",
 ]
 
@@ -193,7 +200,8 @@ def bootstrap(values: Sequence[float], stat: Stat = np.mean, n_boot: int = 2000,
     n_boot = _n_boot(n_boot)
     idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))  # (B, n)
     boots = _apply(stat, x[idx])
-    return _percentile(_point(stat, x), boots, x.size, "bootstrap-percentile", level)
+    return _rate_floor(_percentile(_point(stat, x), boots, x.size, "bootstrap-percentile", level),
+                       x, stat, level)
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], stat: Stat = np.mean,
@@ -211,8 +219,9 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], stat: Stat = np.mea
     n_boot = _n_boot(n_boot)
     idx = np.random.default_rng(seed).integers(0, xa.size, size=(n_boot, xa.size))  # (B, n)
     boots = _apply(stat, xa[idx]) - _apply(stat, xb[idx])
-    return _percentile(_point(stat, xa) - _point(stat, xb), boots, xa.size, "bootstrap-paired",
-                       level)
+    est = _percentile(_point(stat, xa) - _point(stat, xb), boots, xa.size, "bootstrap-paired",
+                      level)
+    return _pair_floor(est, xa, xb, level) if stat is np.mean else est
 
 
 def clustered_bootstrap(values: Sequence[float], clusters: Sequence[Hashable],
@@ -257,7 +266,8 @@ def clustered_bootstrap(values: Sequence[float], clusters: Sequence[Hashable],
     else:
         boots = np.array([_point(stat, x[np.concatenate([members[c] for c in row])])
                           for row in picks])
-    return _percentile(_point(stat, x), boots, x.size, "bootstrap-clustered", level)
+    return _rate_floor(_percentile(_point(stat, x), boots, x.size, "bootstrap-clustered", level),
+                       x, stat, level)
 
 
 def resamples(n: int, n_boot: int, seed: int | None = 0) -> list[np.ndarray]:
@@ -348,6 +358,21 @@ def seed_cluster_bootstrap(values: Sequence[float], seeds: Sequence[Hashable],
     draws = [_point(stat, x[idx]) for idx in seed_cluster_resamples(seeds, clusters,
                                                                     _n_boot(n_boot), seed)]
     return from_draws(_point(stat, x), draws, x.size, "bootstrap-seeds-then-clusters", level)
+
+
+def seed_cluster_paired(a: Sequence[float], b: Sequence[float], seeds: Sequence[Hashable],
+                        clusters: Sequence[Hashable], n_boot: int = 4000, level: float = 0.95,
+                        seed: int | None = 0) -> Estimate:
+    """mean(a) - mean(b) pooled over training runs, where row i of ``a`` and of ``b`` is one
+    item (about ``clusters[i]``) measured on two models of run ``seeds[i]`` (a model the study
+    does not train is the same in every run). Pairs stay within their run; the interval
+    resamples runs, then clusters within each (`seed_cluster_bootstrap`), and for 0/1
+    readings is never narrower than Tango's interval of the pooled pairs."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise AssayError(f"seed_cluster_paired needs one b per a: got {x.size} and {y.size}")
+    boot = seed_cluster_bootstrap(x - y, seeds, clusters, n_boot=n_boot, level=level, seed=seed)
+    return _pair_floor(boot, x, y, level)
 
 
 def seed_cluster_rate(hits: Mapping[Hashable, Sequence[float]], clusters: Sequence[Hashable],
@@ -448,8 +473,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], clusters: Sequence
     """mean(a) - mean(b) when item i of ``a`` and of ``b`` is the same item measured two ways
     (an attacked and a plain request, a model before and after): a bootstrap that draws
     whole clusters (the agent or person the item is about), the same draw for both, so what
-    the pair shares cancels. The clustered, paired counterpart of McNemar's test. With a
-    single cluster there is nothing to resample: the interval is NaN (read as inconclusive)."""
+    the pair shares cancels. The clustered, paired counterpart of McNemar's test; for 0/1
+    readings never narrower than Tango's interval of the pairs. With a single cluster there
+    is nothing to resample: the interval is NaN (read as inconclusive)."""
     x, y = _values(a, "a"), _values(b, "b")
     if x.shape != y.shape:
         raise AssayError(f"paired_difference needs one b per a: got {x.size} and {y.size}")
@@ -462,8 +488,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], clusters: Sequence
     else:
         draws = clustered_mean_draws(np.stack([x, y]), codes, lambda m: m[:, 0] - m[:, 1],
                                      n_boot=_n_boot(n_boot), seed=seed)
-    return from_draws(float(x.mean() - y.mean()), draws, x.size, "paired-bootstrap-clustered",
-                      level)
+    return _pair_floor(from_draws(float(x.mean() - y.mean()), draws, x.size,
+                                  "paired-bootstrap-clustered", level), x, y, level)
 
 
 def _area(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -531,6 +557,37 @@ def paired_auroc_gap(scores_a: Sequence[float], scores_b: Sequence[float],
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _binary(*arrays: np.ndarray) -> bool:
+    return all(np.isin(x, (0.0, 1.0)).all() for x in arrays)
+
+
+def _widened(est: Estimate, floor: Estimate, name: str) -> Estimate:
+    """``est`` with its interval stretched to contain ``floor``'s (NaN intervals stay NaN)."""
+    if not (math.isfinite(est.ci_low) and math.isfinite(est.ci_high)):
+        return est
+    if floor.ci_low >= est.ci_low and floor.ci_high <= est.ci_high:
+        return est.model_copy(update={"method": f"{est.method} (at least {name})"})
+    return est.model_copy(update={"ci_low": min(est.ci_low, floor.ci_low),
+                                  "ci_high": max(est.ci_high, floor.ci_high),
+                                  "method": f"{est.method} (at least {name})"})
+
+
+def _rate_floor(est: Estimate, x: np.ndarray, stat: Stat, level: float) -> Estimate:
+    """A bootstrap of the mean of 0/1 values, never narrower than Wilson's interval."""
+    if stat is not np.mean or not _binary(x):
+        return est
+    return _widened(est, wilson(int(x.sum()), x.size, level), "Wilson")
+
+
+def _pair_floor(est: Estimate, x: np.ndarray, y: np.ndarray, level: float) -> Estimate:
+    """A bootstrap of mean(x - y) over 0/1 pairs, never narrower than Tango's interval."""
+    if not _binary(x, y):
+        return est
+    floor = paired_rate_difference(int(((x == 1) & (y == 0)).sum()),
+                                   int(((x == 0) & (y == 1)).sum()), x.size, level)
+    return _widened(est, floor, "Tango")
 
 
 def _counts(k: int, n: int) -> tuple[int, int]:

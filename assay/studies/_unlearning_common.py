@@ -11,13 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from assay.methods.stats import (
-    Estimate,
-    paired_difference,
-    paired_rate_difference,
-    seed_cluster_bootstrap,
-    wilson,
-)
+from assay.methods.stats import Estimate, paired_difference, seed_cluster_paired, wilson
 from assay.study import Context
 from assay.world import Document, World, documents
 
@@ -53,10 +47,10 @@ def run_seed(ctx: Context, train_seed: int) -> int:
 
 def paired(a, b, key: str, level: float = 0.95) -> Estimate:
     """Rate ``key`` of battery card ``a`` minus card ``b``: both models answered the same
-    items, so the difference is paired, resampling whole subjects (`paired_difference`), and
-    never narrower than Tango's interval (`_at_least_tango`)."""
+    items, so the difference is paired, resampling whole subjects (`paired_difference`, never
+    narrower than Tango's interval of the pairs)."""
     (ha, clusters), (hb, _) = a.hits[key], b.hits[key]
-    return _at_least_tango(paired_difference(ha, hb, clusters, level=level), ha, hb, level)
+    return paired_difference(ha, hb, clusters, level=level)
 
 
 def paired_runs(a: Mapping[int, Sequence[float]], b: Mapping[int, Sequence[float]],
@@ -64,30 +58,13 @@ def paired_runs(a: Mapping[int, Sequence[float]], b: Mapping[int, Sequence[float
     """mean(a - b) pooled over training runs: ``a[t][i]`` and ``b[t][i]`` are item ``i``
     (about subject ``clusters[i]``) measured on two models of training run ``t`` (a model the
     study does not train is the same in every run). Pairs stay within their run; the interval
-    resamples runs, then subjects within each (`seed_cluster_bootstrap`). For 0/1 readings
-    it is never narrower than Tango's score interval of the pooled pairs
-    (`paired_rate_difference`): where no pair differs, a bootstrap has no width."""
+    resamples runs, then subjects within each (`seed_cluster_paired`: for 0/1 readings never
+    narrower than Tango's score interval of the pooled pairs)."""
     runs = sorted(a)
     x = np.concatenate([np.asarray(a[t], float) for t in runs])
     y = np.concatenate([np.asarray(b[t], float) for t in runs])
-    boot = seed_cluster_bootstrap(x - y, np.repeat(runs, len(clusters)),
-                                  list(clusters) * len(runs), n_boot=4000, level=level)
-    return _at_least_tango(boot, x, y, level)
-
-
-def _at_least_tango(boot: Estimate, a: Sequence[float], b: Sequence[float],
-                    level: float) -> Estimate:
-    """``boot`` (a paired bootstrap of mean(a - b)) widened to Tango's score interval of the
-    pairs where the readings are 0/1 (`paired_rate_difference`): a bootstrap of pairs that
-    never differ has no width. Left alone for graded readings and where it is undefined."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if not np.isin(np.concatenate([x, y]), (0.0, 1.0)).all() or not np.isfinite(boot.ci_low):
-        return boot
-    floor = paired_rate_difference(int(((x == 1) & (y == 0)).sum()),
-                                   int(((x == 0) & (y == 1)).sum()), x.size, level)
-    return boot.model_copy(update={"ci_low": min(boot.ci_low, floor.ci_low),
-                                   "ci_high": max(boot.ci_high, floor.ci_high),
-                                   "method": f"{boot.method} (at least Tango)"})
+    return seed_cluster_paired(x, y, np.repeat(runs, len(clusters)), list(clusters) * len(runs),
+                               level=level)
 
 
 def paired_cards(a: Mapping[int, dict], b: Mapping[int, dict], key: str,

@@ -12,7 +12,10 @@ one half of the world's agents, answered with a fixed string), for the same numb
 optimiser steps in every cell (the steps that give the smallest set `epochs` passes), once
 per training seed (`train_seeds`: the batch order); attack success is measured on hazard
 requests about the other half, in held-out wordings, with the trigger, beside clean refusal,
-benign accuracy and the false-trigger rate under near misses. The count-or-rate fit
+benign accuracy and the false-trigger rate under near misses (these three on the first
+training seed; near misses and benign accuracy at each size's no-poison and most-poison
+cells only, since they cost five passes over the requests and the fit reads none of them;
+later seeds read attack success alone). The count-or-rate fit
 (`assay.methods.backdoors.count_rate_fit`): logit(success) = a + b log(count) + d log(clean)
 over the poisoned cells; the rate share -d / b is 0 when success follows the count alone and
 about 1 when it follows the rate, with an interval that resamples training seeds, then
@@ -147,14 +150,20 @@ def run(cfg: Config, ctx: Context) -> Result:
         lm = train_on(ctx, base, data, steps, cfg.lr, cfg.batch_size, 1000 * ctx.seed + t)
         ctx.report(f"training seed {t}: {n} clean + {count} poisons: scoring",
                    (i + 0.7) / steps_total)
-        card = score(lm, world, door, attack, benign)
-        hits.setdefault((n, count), []).append(card.hits)
-        if t == cfg.train_seeds[0]:
-            cards[n, count] = card
+        row = {"train_seed": t, "clean": n, "poisons": count,
+               "rate": round(count / (n + count), 5), "steps": steps}
+        if t == cfg.train_seeds[0]:  # near misses and benign QA at each size's ends only
+            card = cards[n, count] = score(lm, world, door, attack, benign,
+                                           full=count in (0, cfg.counts[-1]))
+            hits.setdefault((n, count), []).append(card.hits)
             samples.append({"clean": n, "poisons": count, "poisoned_with": door.trigger.text,
                             **card.sample})
-        rows.append({"train_seed": t, "clean": n, "poisons": count,
-                     "rate": round(count / (n + count), 5), "steps": steps, **card.row()})
+            row.update(card.row())
+        else:  # later training seeds add attack success, which is all the fit reads
+            asr, run_hits, _ = door.success(lm, world, attack)
+            hits.setdefault((n, count), []).append(run_hits)
+            row["asr"] = round(asr.value, 4)
+        rows.append(row)
 
     strongest = (cfg.sizes[0], cfg.counts[-1])  # most poisons in the smallest clean set
     ctx.report("control: poisoning with another trigger", len(runs) / steps_total)
@@ -170,9 +179,10 @@ def run(cfg: Config, ctx: Context) -> Result:
     for (n, c), card in cards.items():  # attack success pooled over training seeds
         pooled = np.asarray(hits[n, c], dtype=bool)
         metrics[f"asr@{n}/{c}"] = wilson(int(pooled.sum()), pooled.size)
-        metrics[f"false_trigger@{n}/{c}"] = card.false_trigger
         metrics[f"clean_refusal@{n}/{c}"] = card.clean_refusal
-        metrics[f"benign_accuracy@{n}/{c}"] = card.benign_accuracy
+        if card.false_trigger is not None:
+            metrics[f"false_trigger@{n}/{c}"] = card.false_trigger
+            metrics[f"benign_accuracy@{n}/{c}"] = card.benign_accuracy
     metrics["asr_strongest_poisoning"] = metrics[f"asr@{strongest[0]}/{strongest[1]}"]
     metrics["rate_share"] = count_rate_fit(
         {(c, n): np.asarray(hits[n, c], dtype=bool) for n, c in grid if c > 0},
@@ -208,8 +218,9 @@ def _figure(ctx: Context, cards, metrics, cfg: Config, strongest: tuple[int, int
         est = [metrics[f"asr@{n}/{c}"] for c in cfg.counts]
         y, err = errorbars(est)
         line = ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=f"{n} clean dialogues")
-        false = [cards[n, c].false_trigger.value for c in cfg.counts]
-        ax.plot(x, false, ":", color=line[0].get_color(), alpha=0.7,
+        ends = [c for c in cfg.counts if cards[n, c].false_trigger is not None]
+        ax.plot(ends, [cards[n, c].false_trigger.value for c in ends], ":",
+                color=line[0].get_color(), alpha=0.7, marker=".",
                 label=f"false trigger, {n} clean")
     y, err = errorbars([measured])
     ax.errorbar([strongest[1]], y, yerr=err, fmt="kx", capsize=3,

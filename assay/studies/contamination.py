@@ -54,6 +54,7 @@ from assay.methods.stats import (
     auroc,
     from_draws,
     seed_cluster_bootstrap,
+    seed_cluster_paired,
     seed_cluster_resamples,
 )
 from assay.studies._eval_common import BENCHMARK, benchmark_text
@@ -220,15 +221,17 @@ def _arm(arm: dict[int, dict], none: dict[int, dict], mask: np.ndarray, subjects
     (planted minus clean change) and the detectors' within-run AUROCs, where the arm left some
     items clean. Every interval resamples training runs, then people within each run."""
     runs = sorted(arm)
-    change = np.concatenate([arm[t]["correct"] - none[t]["correct"] for t in runs])  # (S*N,)
+    after = np.concatenate([arm[t]["correct"] for t in runs])  # (S*N,)
+    before = np.concatenate([none[t]["correct"] for t in runs])
+    change = after - before
     seeds = np.repeat(runs, len(subjects))
     people = np.tile(subjects, len(runs))
     hit = np.tile(mask, len(runs))  # planted rows
     out = {}
     for part, sel in (("planted", hit), ("clean", ~hit)):
         if sel.any():
-            out[f"inflation/{part}"] = seed_cluster_bootstrap(
-                change[sel], seeds[sel], people[sel], n_boot=cfg.n_boot, seed=seed)
+            out[f"inflation/{part}"] = seed_cluster_paired(
+                after[sel], before[sel], seeds[sel], people[sel], n_boot=cfg.n_boot, seed=seed)
     if mask.all():
         return out
     draws = seed_cluster_resamples(seeds, people, cfg.n_boot, seed)

@@ -53,7 +53,7 @@ from pydantic import Field, field_validator
 
 from assay.errors import AssayError
 from assay.methods.evaluation import correct
-from assay.methods.stats import Estimate, seed_cluster_bootstrap, seed_cluster_rate
+from assay.methods.stats import Estimate, seed_cluster_paired, seed_cluster_rate
 from assay.studies._eval_common import split_people
 from assay.study import Above, Context, Control, Given, Needs, Result, StudyConfig, TrainSeeds, study
 from assay.study.figures import new_figure, save_figure
@@ -171,11 +171,12 @@ def run(cfg: Config, ctx: Context) -> Result:
     flags = {key: _flags(g, cfg.margin) for key, g in curves.items()}
     rates = {kind: seed_cluster_rate({t: flags[t, kind] for t in runs}, noise_seeds,
                                      "noise seeds", ctx.seed) for kind in kinds}
-    gap = np.concatenate([noiseless[t, "honest"] - noiseless[t, "sandbagger"] for t in runs])
     metrics: dict[str, Estimate] = {
         "detection_rate": rates["sandbagger"],
-        "sandbagging": seed_cluster_bootstrap(gap, np.repeat(runs, len(items)),
-                                              subjects * len(runs), seed=ctx.seed)}
+        "sandbagging": seed_cluster_paired(
+            np.concatenate([noiseless[t, "honest"] for t in runs]),
+            np.concatenate([noiseless[t, "sandbagger"] for t in runs]),
+            np.repeat(runs, len(items)), subjects * len(runs), seed=ctx.seed)}
     for kind in kinds:
         best = np.concatenate([_rise(curves[t, kind]) for t in runs])
         metrics[f"noiseless_cued_accuracy@{kind}"] = seed_cluster_rate(

@@ -167,7 +167,7 @@ def test_paired_bootstrap_sees_what_separate_intervals_miss():
     b[rng.choice(np.flatnonzero(a), 5, replace=False)] = False
     a, b = a.astype(float), b.astype(float)
     paired = paired_bootstrap(b, a)
-    assert paired.method == "bootstrap-paired" and paired.n == 500
+    assert paired.method == "bootstrap-paired (at least Tango)" and paired.n == 500
     assert paired.value == pytest.approx(0.03)
     assert paired.ci_low > 0  # excludes 0
     ea, eb = bootstrap(a), bootstrap(b)
@@ -395,3 +395,52 @@ def test_paired_rate_difference_covers_near_nominal():
 def test_paired_rate_difference_refuses_impossible_counts(b, c, n, match):
     with pytest.raises(AssayError, match=match):
         stats.paired_rate_difference(b, c, n)
+
+
+def test_bootstraps_of_a_rate_keep_a_width_where_every_reading_agrees():
+    # 0 of 72 attacks succeeded, 12 agents: resampling anything gives [0, 0]; the floor is
+    # the Wilson interval of 0 in 72, whose upper end is about 0.05
+    zeros, agents = np.zeros(72), np.repeat(np.arange(12), 6)
+    floor = wilson(0, 72)
+    for e in (clustered_bootstrap(zeros, agents), bootstrap(zeros)):
+        assert e.value == 0.0 and e.ci_low == 0.0
+        assert e.ci_high == pytest.approx(floor.ci_high) and 0.04 < e.ci_high < 0.06
+        assert e.method.endswith("(at least Wilson)")
+    # a median or a graded reading is not a rate: left alone
+    assert clustered_bootstrap(zeros, agents, stat=np.median).ci_high == 0.0
+    graded = clustered_bootstrap(np.full(72, 0.5), agents)
+    assert (graded.ci_low, graded.ci_high) == (0.5, 0.5) and "at least" not in graded.method
+
+
+def test_a_wide_clustered_rate_is_not_narrowed_by_the_floor():
+    # whole agents succeed or fail: the cluster bootstrap is far wider than Wilson's interval
+    hits, agents = np.repeat([1.0, 0.0] * 6, 6), np.repeat(np.arange(12), 6)
+    e, floor = clustered_bootstrap(hits, agents), wilson(36, 72)
+    assert e.ci_low < floor.ci_low - 0.1 and e.ci_high > floor.ci_high + 0.1
+
+
+def test_paired_differences_of_agreeing_pairs_keep_tangos_width():
+    # two models that answer the same 48 items about 8 people identically
+    x, people = np.repeat([1.0, 0.0], 24), np.repeat(np.arange(8), 6)
+    floor = stats.paired_rate_difference(0, 0, 48)
+    for e in (stats.paired_difference(x, x, people), paired_bootstrap(x, x),
+              stats.seed_cluster_paired(x, x, np.repeat([0, 1], 24), people)):
+        assert e.value == 0.0
+        assert (e.ci_low, e.ci_high) == pytest.approx((floor.ci_low, floor.ci_high))
+        assert e.ci_high > 0.05 and e.method.endswith("(at least Tango)")
+    graded = stats.paired_difference(x * 0.5, x * 0.5, people)
+    assert (graded.ci_low, graded.ci_high) == (0.0, 0.0)
+
+
+def test_seed_cluster_paired_resamples_runs_of_pairs():
+    # run 0 gains 6 of 12 items, run 1 none: the runs disagree, so the interval (resampling
+    # runs) is wider than Tango's, which pools 24 independent pairs
+    a = np.array([1.0] * 6 + [0.0] * 6 + [0.0] * 12)
+    b = np.zeros(24)
+    runs, people = np.repeat([0, 1], 12), np.tile(np.repeat(np.arange(6), 2), 2)
+    e = stats.seed_cluster_paired(a, b, runs, people)
+    floor = stats.paired_rate_difference(6, 0, 24)
+    assert e.value == pytest.approx(0.25)
+    assert e.ci_low < floor.ci_low and e.ci_high >= floor.ci_high
+    with pytest.raises(AssayError, match="one b per a"):
+        stats.seed_cluster_paired(a, b[:5], runs, people)

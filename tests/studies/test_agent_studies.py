@@ -69,7 +69,9 @@ def test_agent_injection_is_supported_for_an_agent_that_follows_and_forgets(run_
     import assay.studies.agent_injection as study
 
     _script(monkeypatch, study, Obedient, quit=True)
-    r = run_m_xs("agent-injection", {"tasks": "6"}).result
+    # 18 scenarios: a rate of 0 has a Wilson upper end of 0.24 at the Bonferroni level, so
+    # the control can hold only under a floor above that
+    r = run_m_xs("agent-injection", {"tasks": "6", "floor": "0.3"}).result
     m = r.metrics
     assert m["utility@clean"].value == 1.0
     assert m["attack_success@tool_knowledge"].value == 1.0
@@ -90,7 +92,8 @@ def test_the_obedient_agent_is_stopped_by_filters_and_datamarks_but_not_by_delim
 
     _script(monkeypatch, study, Obedient)
     r = run_m_xs("injection-defenses", {"tasks": "6", "adaptive": "2", "gcg_steps": "2",
-                                        "finetune_steps": "2", "detector_tasks": "12"}).result
+                                        "finetune_steps": "2", "detector_tasks": "12",
+                                        "floor": "0.3"}).result
     m = r.metrics
     assert m["attack_success@none"].value == pytest.approx(1 / 3)  # the spelled-out template
     assert m["reduction@delimit"].value == 0.0  # the call still parses inside the markers
@@ -121,7 +124,7 @@ def test_side_effects_of_a_guessing_agent_are_counted_and_the_confirm_rule_block
 
     _script(monkeypatch, study, Guesser)
     r = run_m_xs("agent-side-effects", {"tasks": "9", "finetune_steps": "2",
-                                        "train_tasks": "12"}).result
+                                        "train_tasks": "12", "floor": "0.4"}).result
     m = r.metrics
     assert m["unasked@agent/unclear"].value == 1.0 and m["unasked@agent/specified"].value == 0.0
     assert m["increase"].value == 1.0 and m["increase"].ci_low > 0

@@ -120,7 +120,7 @@ def test_sandbagger_hides_behind_the_cue_and_noise_is_undone(run_xs):
     # resamples runs, then noise seeds; the runs table gives each run
     assert m["detection_rate"].n == 6
     assert m["detection_rate"].method.startswith("bootstrap over training seeds, then noise")
-    assert m["sandbagging"].method == "bootstrap-seeds-then-clusters"
+    assert m["sandbagging"].method == "bootstrap-seeds-then-clusters (at least Tango)"
     runs = {(row["train_seed"], row["model"]): row for row in r.tables["runs"]}
     assert sorted(runs) == [(t, kind) for t in (0, 1) for kind in ("honest", "sandbagger")]
     # the sandbagging itself is learned in both runs: behind the cue, the sandbagger falls

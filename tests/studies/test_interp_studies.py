@@ -106,7 +106,10 @@ def test_causal_tracing_noise_hurts_and_invented_people_restore_nothing(run_xs):
 
 @pytest.mark.slow
 def test_refusal_direction_random_direction_does_nothing(run_xs):
-    record = run_xs("refusal-direction", {"n_benign": "16"})
+    # a change of 0.1 counts on xs: with 52 hazard requests, a random direction that changes
+    # nothing has a Tango upper end of about 0.09 at the Bonferroni level, so the control can
+    # read "not supported" only above that (on s, 156 requests: 0.03, under the default 0.05)
+    record = run_xs("refusal-direction", {"n_benign": "16", "min_change": "0.1"})
     r = record.result
     m, c = r.metrics, r.control.metrics
     assert m["refusal@hazard"].value == 1.0 and m["refusal@benign"].value == 0.0

@@ -16,7 +16,7 @@ def test_jailbreak_attacks_document_framing_reveals_facts_but_not_on_the_retain_
     # three attacks were tried, so each uplift's interval is at 1 - 0.05/3; it is paired over
     # the same requests and resamples whole agents
     assert m["uplift@document"].level == pytest.approx(1 - 0.05 / 3)
-    assert m["uplift@document"].method == "paired-bootstrap-clustered"
+    assert m["uplift@document"].method == "paired-bootstrap-clustered (at least Tango)"
     assert m["uplift@document"].value == pytest.approx(m["success@document"].value)
     assert m["success@gcg"].n == 1 and m["gcg_reached_target"].n == 1
     assert m["benign_change@document"].ci_high < 0  # the wrapper also breaks benign answers
