@@ -32,3 +32,15 @@ def test_paired_runs_leave_graded_readings_alone():
     e = paired_runs({0: [0.5] * 6}, {0: [0.5] * 6}, AGENTS)
     assert (e.ci_low, e.ci_high) == (0.0, 0.0)
     assert e.method == "bootstrap-seeds-then-clusters"
+
+
+def test_deleted_is_reachable_with_one_recovered_fact_at_two_methods_not_four():
+    # unlearning-hidden's quick profile: 72 facts about 24 agents, recovery read at the
+    # Bonferroni level of its methods; "deleted" needs every upper end below 0.1
+    agents = [f"a{i // 3}" for i in range(72)]
+    one = {0: [1.0] + [0.0] * 71}
+    none = {0: [0.0] * 72}
+    two = paired_runs(one, none, agents, level=1 - 0.05 / 2)
+    four = paired_runs(one, none, agents, level=1 - 0.05 / 4)
+    assert two.ci_high == pytest.approx(0.089, abs=0.001) and two.ci_high < 0.1
+    assert four.ci_high == pytest.approx(0.104, abs=0.001) and four.ci_high > 0.1

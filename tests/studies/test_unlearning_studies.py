@@ -80,7 +80,7 @@ def test_hidden_not_deleted_recovers_on_the_organism_not_on_the_twin(run_xs):
     r = _unlearning(run_xs, "unlearning-hidden-not-deleted", {
         "methods": '["rmu"]', "steps": "15", "lr": "1e-3", "relearn_lr": "1e-3",
         "relearn_steps": "40", "retain_docs": "200", "floor_margin": "0.2",
-        "train_seeds": "[0, 1]"})
+        "train_seeds": "[0, 1]", "control_ways": "1"})
     m, c = r.metrics, r.control.metrics
     assert m["forget_completion@rmu"].value <= 0.05
     assert m["forget_gap@rmu"].value == pytest.approx(0.0, abs=0.05)
@@ -104,7 +104,7 @@ def test_hidden_not_deleted_recovers_on_the_organism_not_on_the_twin(run_xs):
     assert m["after_relearning@rmu"].value == pytest.approx(sum(after) / 2, abs=1e-3)
     assert not any("rests on one unlearning run" in note for note in r.notes)
     # the twin unlearned the same way has nothing to give back: no recovery, no graded trace,
-    # nothing for the probe (attacked one way round in the quick profile: half the facts)
+    # nothing for the probe (attacked one way round here, `control_ways` 1: half the facts)
     assert c["recovery_over_control@rmu"].value <= 0.05
     assert c["recovery_over_control@rmu"].n == 2 * 12
     assert abs(c["logprob_over_control@rmu"].value) < 0.5
