@@ -567,8 +567,6 @@ def _widened(est: Estimate, floor: Estimate, name: str) -> Estimate:
     """``est`` with its interval stretched to contain ``floor``'s (NaN intervals stay NaN)."""
     if not (math.isfinite(est.ci_low) and math.isfinite(est.ci_high)):
         return est
-    if floor.ci_low >= est.ci_low and floor.ci_high <= est.ci_high:
-        return est.model_copy(update={"method": f"{est.method} (at least {name})"})
     return est.model_copy(update={"ci_low": min(est.ci_low, floor.ci_low),
                                   "ci_high": max(est.ci_high, floor.ci_high),
                                   "method": f"{est.method} (at least {name})"})
