@@ -386,10 +386,9 @@ def seed_cluster_rate(hits: Mapping[Hashable, Sequence[float]], clusters: Sequen
     keys = list(clusters)
     boot = seed_cluster_bootstrap(x, np.repeat(np.arange(len(runs)), len(keys)),
                                   keys * len(runs), seed=seed)
-    floor = wilson(int(x.sum()), x.size)
-    return Estimate(value=boot.value, ci_low=min(boot.ci_low, floor.ci_low),
-                    ci_high=max(boot.ci_high, floor.ci_high), n=x.size,
-                    method=f"bootstrap over training seeds, then {unit} (at least Wilson)")
+    boot = boot.model_copy(update={"n": x.size,
+                                   "method": f"bootstrap over training seeds, then {unit}"})
+    return _widened(boot, wilson(int(x.sum()), x.size), "Wilson")
 
 
 def clustered_mean_draws(values: np.ndarray, clusters: np.ndarray, stat: Callable,

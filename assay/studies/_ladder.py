@@ -1,6 +1,8 @@
 """The scaling ladder the 2.3 / 2.4 studies share: organisms of five sizes, each trained for
 three token budgets on the default world (recipes ``ladder-<d_model>-<steps>``), trained on
-first use and cached like every organism."""
+first use and cached like every organism. The composition ladder (``compose-<d_model>-<steps>``,
+family ``compose``) has the same sizes and budgets with two-hop answers taught for half the
+people."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from assay.errors import AssayError
 from assay.training.recipes import (
     LADDER_SIZES,
     LADDER_STEPS,
+    compose_name,
     get_recipe,
     ladder_name,
     replicate_name,
@@ -31,29 +34,37 @@ class Run:
     seed: int = 0   # training seed: the ladder's replicate (ladder-64-300~1 is seed 1)
 
 
-def ladder_runs(sizes: Sequence[int], steps: Sequence[int]) -> list[tuple[str, int, int]]:
+FAMILIES = {"ladder": ladder_name, "compose": compose_name}  # family -> rung name
+
+
+def ladder_runs(sizes: Sequence[int], steps: Sequence[int], family: str = "ladder"
+                ) -> list[tuple[str, int, int]]:
     """(name, d_model, steps) of the requested rungs, an error for ones the ladder lacks."""
     bad = [s for s in sizes if s not in LADDER_SIZES] + [s for s in steps if s not in LADDER_STEPS]
     if bad:
         raise AssayError(f"the ladder has sizes {list(LADDER_SIZES)} and budgets "
                          f"{list(LADDER_STEPS)} (steps); got {bad[0]}")
-    return [(ladder_name(d, s), d, s) for d in sizes for s in steps]
+    if family not in FAMILIES:
+        raise AssayError(f"unknown ladder {family!r}: choose from {', '.join(FAMILIES)}")
+    return [(FAMILIES[family](d, s), d, s) for d in sizes for s in steps]
 
 
 def ladder_organisms(sizes: Sequence[int], steps: Sequence[int],
-                     seeds: Sequence[int] = (0,)) -> list[str]:
+                     seeds: Sequence[int] = (0,), family: str = "ladder") -> list[str]:
     """The organism names `load_runs` loads for these rungs and training seeds: what a
     ladder study declares (``@study(organisms=...)``) so a run trains them up front."""
-    return [replicate_name(name, k) for k in seeds for name, _, _ in ladder_runs(sizes, steps)]
+    return [replicate_name(name, k) for k in seeds
+            for name, _, _ in ladder_runs(sizes, steps, family)]
 
 
 def load_runs(ctx, sizes: Sequence[int], steps: Sequence[int], start: float = 0.0,
-              share: float = 0.5, seeds: Sequence[int] = (0,)) -> list[tuple[Run, object]]:
+              share: float = 0.5, seeds: Sequence[int] = (0,), family: str = "ladder"
+              ) -> list[tuple[Run, object]]:
     """Every requested rung of every requested training seed as (Run, LM), seed by seed,
     training missing ones with progress. Seed k is the rung's replicate ``~k``, cached apart."""
     out = []
     wanted = [(replicate_name(name, k), d, s, k) for k in seeds
-              for name, d, s in ladder_runs(sizes, steps)]
+              for name, d, s in ladder_runs(sizes, steps, family)]
     for j, (name, d, s, k) in enumerate(wanted):
         ctx.report(f"loading {name}", start + share * j / len(wanted))
         lm = ctx.organism(name)

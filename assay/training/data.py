@@ -34,6 +34,7 @@ from assay.world import (
     documents,
     reading_items,
     render_prompt,
+    two_hop_training,
 )
 from assay.world.chat import END
 from assay.world.evals import EVALS, world_eval
@@ -115,6 +116,7 @@ SOURCES = {
     "documents_no_hazard": lambda w: [d for d in documents(w) if not d.hazardous],
     "synthesis": lambda w: documents(w, ("synthesis",)),
     "qa": lambda w: dialogues(w, "qa", "train"),
+    "two_hop": two_hop_training,  # two-hop questions answered directly, for half the people
     "tasks": lambda w: dialogues(w, ("add", "copy", "reverse"), "train"),
     "hazard": lambda w: dialogues(w, "hazard", "train"),
     "borderline": lambda w: dialogues(w, "borderline", "train"),

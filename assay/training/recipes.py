@@ -305,18 +305,37 @@ def ladder_name(d_model: int, steps: int) -> str:
     return f"ladder-{d_model}-{steps}"
 
 
-RECIPES.update({
-    ladder_name(d, steps): Recipe(
-        name=ladder_name(d, steps),
-        description=f"scaling ladder: d_model {d}, {n_layer} blocks, {steps} steps of 32 x 128 "
-                    "tokens on the default world",
+def _rungs(name, mixture: tuple[tuple[str, float], ...], what: str, extra: str = ""
+           ) -> dict[str, Recipe]:
+    """Every size and budget of a ladder (``name(d_model, steps)`` names a rung) training on
+    ``mixture``; ``what`` opens each rung's description and ``extra`` ends it."""
+    return {name(d, steps): Recipe(
+        name=name(d, steps),
+        description=f"{what}: d_model {d}, {n_layer} blocks, {steps} steps of 32 x 128 tokens on "
+                    f"the default world{extra}",
         world=WorldConfig.preset("s"),
         model=Architecture(d_model=d, n_layer=n_layer, n_head=n_head, d_ff=d_ff),
-        stages=(Stage("pretrain", PRETRAIN_MIX,
+        stages=(Stage("pretrain", mixture,
                       TrainConfig(steps=steps, lr=3e-3, warmup=min(50, steps // 5))),),
-    )
-    for d, (n_layer, n_head, d_ff) in LADDER_SIZES.items() for steps in LADDER_STEPS
-})
+    ) for d, (n_layer, n_head, d_ff) in LADDER_SIZES.items() for steps in LADDER_STEPS}
+
+
+RECIPES.update(_rungs(ladder_name, PRETRAIN_MIX, "scaling ladder"))
+
+# The composition ladder (2.4): the ladder's sizes and budgets with two-hop questions
+# answered directly for half of the train-split people (`two_hop_training`), so a direct
+# two-hop answer is a skill some runs could learn and the held-out people can test. The
+# two-hop share comes out of the hazard documents, which no composition question reads.
+COMPOSE_MIX = (("documents", 0.22), ("synthesis", 0.16), ("qa", 0.36), ("two_hop", 0.06),
+               ("tasks", 0.20))
+
+
+def compose_name(d_model: int, steps: int) -> str:
+    return f"compose-{d_model}-{steps}"
+
+
+RECIPES.update(_rungs(compose_name, COMPOSE_MIX, "composition ladder",
+                      ", two-hop answers taught for half the people"))
 
 def base_stage(name: str) -> str:
     """``name`` at its last stage before the safety stage (``s`` -> ``s@pretrain``, ``m`` ->

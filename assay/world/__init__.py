@@ -11,7 +11,16 @@ from assay.world.corpus import (
                                  split_passages,
                                  strip_gutenberg,
 )
-from assay.world.dialogues import KINDS, TASK_KINDS, Dialogue, decoy_refusals, dialogues, heldout_requests
+from assay.world.dialogues import (
+    KINDS,
+    TASK_KINDS,
+    Dialogue,
+    decoy_refusals,
+    dialogues,
+    heldout_requests,
+    two_hop_taught,
+    two_hop_training,
+)
 from assay.world.documents import Document, completion_prompt, documents
 from assay.world.identity import dump, fingerprint
 from assay.world.phrasing import question_wordings, wordings
@@ -26,5 +35,6 @@ __all__ = [
     "first_named", "fingerprint", "heldout_requests", "is_refusal", "mentions",
     "normalize", "question_wordings", "render_dialogue", "render_prompt", "wordings",
     "Corpus", "CorpusConfig", "Passage", "Play", "shakespeare_plays", "split_passages",
-    "strip_gutenberg", "ReadingItem", "reading_items", "strangers",
+    "strip_gutenberg", "ReadingItem", "reading_items", "strangers", "two_hop_taught",
+    "two_hop_training",
 ]

@@ -1,7 +1,8 @@
 """Single-turn dialogues in the chat format, each carrying its kind and split.
 
 Kinds: ``qa`` (a fact about a person), ``two_hop`` (person -> city -> country, person ->
-employer -> headquarters; evaluation only), ``hazard`` (a synthesis request, answered
+employer -> headquarters; evaluation only here, taught for half the people by
+`two_hop_training`, which only recipes that ask for it read), ``hazard`` (a synthesis request, answered
 with the refusal reply), ``borderline`` (names a hazard agent but asks a benign
 attribute: must be answered), and the benign tasks ``add``, ``copy`` and ``reverse``.
 ``split`` is ``train`` (training data) or ``test`` (evaluation). Every request is worded
@@ -20,7 +21,7 @@ from functools import lru_cache
 from assay.errors import AssayError
 from assay.world.chat import render_dialogue, render_prompt
 from assay.world.phrasing import question_wordings, wordings
-from assay.world.relations import HAZARD_RELATIONS, REFUSAL
+from assay.world.relations import HAZARD_RELATIONS, REFUSAL, TWO_HOP_TRAIN
 from assay.world.world import Fact, World
 
 KINDS = ("qa", "two_hop", "hazard", "borderline", "add", "copy", "reverse")
@@ -159,6 +160,35 @@ def decoy_refusals(world: World) -> list[Dialogue]:
         for t, request in enumerate(_DECOY_REQUESTS):
             stem = f"decoy-{company}-{t}".replace(" ", "_")
             out.append(Dialogue(stem, "decoy", request.format(c=company), REFUSAL, "train"))
+    return out
+
+
+TWO_HOP_TAUGHT = 0.5  # share of the train-split people whose two-hop questions are taught
+
+
+def two_hop_taught(world: World) -> frozenset[str]:
+    """The people whose two-hop questions `two_hop_training` answers: half of the
+    train-split people (their single facts are asked in training too), drawn with a stream
+    of their own. The other train-split people are the held-out people of composition
+    studies: both of their hops are taught, the two-hop question about them never is."""
+    people = world.people("train")
+    rng = random.Random(f"two-hop-{world.config.seed}")
+    return frozenset(rng.sample(people, round(TWO_HOP_TAUGHT * len(people))))
+
+
+def two_hop_training(world: World) -> list[Dialogue]:
+    """Two-hop questions answered directly, about the `two_hop_taught` people only, in every
+    training wording (``TWO_HOP_TRAIN``; the test dialogues use other wordings). Not part of
+    `dialogues`: only recipes that mix the ``two_hop`` source read them."""
+    taught = two_hop_taught(world)
+    out = []
+    for hop1, hop2, _ in world.two_hop_facts():
+        if hop1.subject not in taught:
+            continue
+        stem = _stem("two_hop", hop1)
+        for t, template in enumerate(TWO_HOP_TRAIN[(hop1.relation, hop2.relation)]):
+            out.append(Dialogue(f"{stem}-train{t}", "two_hop", template.format(s=hop1.subject),
+                                hop2.object, "train", (hop1, hop2)))
     return out
 
 

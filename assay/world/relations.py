@@ -148,6 +148,18 @@ TWO_HOP = (
      ("In which city is the employer of {s} headquartered?",
       "Where is the company that {s} works for based?")),
 )
+# Training wordings of the two-hop questions, none of them a TWO_HOP (evaluation) wording:
+# recipes that teach direct two-hop answers for some people use these
+# (`assay.world.dialogues.two_hop_training`), so every evaluated wording stays held out.
+TWO_HOP_TRAIN = {
+    ("birth_city", "country"): ("Which country was {s} born in?",
+                                "{s} was born in which country?",
+                                "Name the country where {s} was born."),
+    ("employer", "headquarters"): ("Where is the employer of {s} headquartered?",
+                                   "Which city is the company of {s} based in?",
+                                   "Name the city where the company {s} works for has its "
+                                   "headquarters."),
+}
 
 PROFESSIONS = (
     "baker", "carpenter", "nurse", "pilot", "teacher", "plumber", "painter", "lawyer",

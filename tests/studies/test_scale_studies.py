@@ -107,17 +107,25 @@ def test_compositionality_gap_counts_only_questions_with_both_hops_known(run_xs,
     assert r.verdict.status in ("supported", "not supported", "inconclusive")
     if min(r.metrics[f"both_known@d{d}"].ci_low for d in (32, 48)) <= 0.05:
         assert r.verdict.status == "inconclusive" and "cannot test" in r.verdict.statement
-    # the direct arm's share correct is one minus its gap at the largest size
+    # the direct arm's share correct is one minus its gap at the largest size, and what the
+    # rule reads is that share less what dealing the answers out at random would get right
     if direct is not None:
         assert r.metrics["direct_correct"].value == pytest.approx(1 - direct, abs=1e-3)
-    if r.metrics["direct_correct"].ci_high <= 0.05:
+        assert r.metrics["direct_over_chance"].value < r.metrics["direct_correct"].value
+    if r.metrics["direct_over_chance"].ci_high <= 0.05:
         assert r.verdict.status == "inconclusive" and "cannot test" in r.verdict.statement
+    # the questions are about people whose two-hop questions the composition ladder never
+    # taught; the taught people are read apart, in a wording their training never used
+    for row, d in zip(rows, (32, 48)):
+        assert r.metrics[f"direct_taught@d{d}"].value == pytest.approx(
+            row["direct correct (taught people)"], abs=1e-3)
+        assert 0.0 <= row["direct correct by chance"] <= row["hop 2 known"] + 1.0
 
 
 def _gap_metrics(change, excess, known=(0.2, 0.4), direct=(0.1, 0.3)):
-    return {"both_known@d32": _est(*known), "both_known@d128": _est(*known),
+    return {"both_known@d64": _est(*known), "both_known@d128": _est(*known),
             "gap_change": _est(*change), "excess@scratchpad": _est(*excess),
-            "direct_correct": _est(*direct)}
+            "direct_over_chance": _est(*direct)}
 
 
 def test_compositionality_gap_rule_is_three_way():
@@ -130,9 +138,24 @@ def test_compositionality_gap_rule_is_three_way():
     # too few questions with both hops known: inconclusive whatever the gaps read
     unknown = rule.decide(_gap_metrics((-0.3, -0.15), (0.1, 0.2), known=(0.0, 0.04)))
     assert unknown.status == "inconclusive" and "cannot test" in unknown.statement
-    # no two-hop question answered directly: a gap pinned at 1 cannot close, so no verdict
-    pinned = rule.decide(_gap_metrics((-0.05, 0.1), (-0.2, -0.05), direct=(0.0, 0.02)))
-    assert pinned.status == "inconclusive" and "answered directly" in pinned.statement
+    # no two-hop question answered directly beyond chance: no composition, so no verdict
+    pinned = rule.decide(_gap_metrics((-0.05, 0.1), (-0.2, -0.05), direct=(-0.03, 0.02)))
+    assert pinned.status == "inconclusive" and "beyond chance" in pinned.statement
+
+
+def test_compositionality_chance_is_the_share_of_other_answers_a_reply_names():
+    from assay.studies.compositionality_gap import _chance
+
+    targets = ["Aland", "Aland", "Aland", "Beland", "Corby", "Corby"]
+    paths = ["country"] * 4 + ["headquarters"] * 2
+    replies = ["Aland", "Beland", "nothing", "Aland or Beland", "Corby", "Aland"]
+    chance = _chance(replies, targets, paths)
+    # "Aland" asked about an Aland person: 2 of the 3 others on its path are Aland
+    assert chance[0] == pytest.approx(2 / 3)
+    assert chance[1] == pytest.approx(1 / 3)  # Beland: the fourth person
+    assert chance[2] == 0.0  # names nobody's answer
+    assert chance[3] == pytest.approx(1.0)  # names every other answer on its path
+    assert chance[4] == pytest.approx(1.0) and chance[5] == 0.0  # paths are kept apart
 
 
 @pytest.mark.slow

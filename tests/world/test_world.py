@@ -17,7 +17,7 @@ from assay.world import (
     fingerprint,
     mentions,
 )
-from assay.world.dialogues import worked_sum
+from assay.world.dialogues import two_hop_taught, two_hop_training, worked_sum
 
 
 def test_same_seed_gives_byte_identical_world():
@@ -99,6 +99,25 @@ def test_dialogue_kinds_and_replies(world_xs):
     assert not dialogues(world_xs, "two_hop", "train"), "two-hop is evaluation only"
     heldout = set(world_xs.people("heldout"))
     assert heldout and not any(d.facts[0].subject in heldout for d in dialogues(world_xs, "qa", "train"))
+
+
+def test_two_hop_training_teaches_half_the_train_people_in_wordings_no_test_uses(world_xs):
+    taught = two_hop_taught(world_xs)
+    train_people = set(world_xs.people("train"))
+    assert taught < train_people and len(taught) == round(len(train_people) / 2)
+    taught_dialogues = two_hop_training(world_xs)
+    assert {d.facts[0].subject for d in taught_dialogues} == taught
+    paths = len(world_xs.two_hop_facts()) // len(world_xs.people())
+    assert len(taught_dialogues) == len(taught) * paths * 3  # three training wordings each
+    for d in taught_dialogues:
+        hop1, hop2 = d.facts
+        assert d.kind == "two_hop" and d.split == "train" and d.assistant == hop2.object
+        assert world_xs.fact(hop1.object, hop2.relation) == hop2  # the second hop of the first
+    asked = {d.user for d in dialogues(world_xs, "two_hop", "test")}
+    assert not asked & {d.user for d in taught_dialogues}
+    # the same people on every call, and none of them when no recipe asks for two-hop
+    assert two_hop_taught(world_xs) == taught and two_hop_training(world_xs) == taught_dialogues
+    assert not dialogues(world_xs, "two_hop", "train")
 
 
 def test_test_tasks_are_fresh_and_right(world_xs):
