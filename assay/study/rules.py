@@ -293,11 +293,23 @@ class _Several(Rule):
     def reads(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m for r in self.rules for m in r.reads()))
 
-    def _parts(self) -> str:
-        return "; ".join(f"({i}) {r.test()}" for i, r in enumerate(self.rules, 1))
+    def _labels(self, prefix: str, depth: int) -> list[str]:
+        """Each part's label: (1), (2) at the top, (1a), (1b) inside part 1, (1a1) below."""
+        return [prefix + (str(i) if depth % 2 == 0 else chr(96 + i))
+                for i in range(1, len(self.rules) + 1)]
 
-    def describe(self, metrics: Metrics) -> str:
-        return "; ".join(f"({i}) {r.describe(metrics)}" for i, r in enumerate(self.rules, 1))
+    def _parts(self, prefix: str = "", depth: int = 0) -> str:
+        return "; ".join(
+            f"({label}) {r.test(label, depth + 1) if isinstance(r, _Several) else r.test()}"
+            for label, r in zip(self._labels(prefix, depth), self.rules))
+
+    def describe(self, metrics: Metrics, prefix: str = "", depth: int = 0) -> str:
+        """Each part's reading, labelled; a part that has parts of its own lists them in
+        its place with labels under its own, so no two readings share a label."""
+        return "; ".join(
+            r.describe(metrics, label, depth + 1) if isinstance(r, _Several)
+            else f"({label}) {r.describe(metrics)}"
+            for label, r in zip(self._labels(prefix, depth), self.rules))
 
 
 class AllOf(_Several):
@@ -312,9 +324,9 @@ class AllOf(_Several):
             return "not supported"
         return "inconclusive"
 
-    def test(self) -> str:
+    def test(self, prefix: str = "", depth: int = 0) -> str:
         return ("supported if every part is supported, not supported if any part is not, "
-                f"inconclusive otherwise: {self._parts()}")
+                f"inconclusive otherwise: {self._parts(prefix, depth)}")
 
     def cases(self) -> Cases:
         out: Cases = {}
@@ -336,9 +348,9 @@ class AnyOf(_Several):
             return "not supported"
         return "inconclusive"
 
-    def test(self) -> str:
+    def test(self, prefix: str = "", depth: int = 0) -> str:
         return ("supported if any part is supported, not supported if every part is not, "
-                f"inconclusive otherwise: {self._parts()}")
+                f"inconclusive otherwise: {self._parts(prefix, depth)}")
 
     def cases(self) -> Cases:
         out: Cases = {}

@@ -121,3 +121,18 @@ def test_given_keeps_the_inner_rules_words():
     gated = Given(Above("c", bar=0.5, low=0, high=1), inner, why="no reading")
     v = gated.decide({"c": est(0.8, 0.9), "a": est(0.6, 0.7)})
     assert v.status == "supported" and v.statement.endswith(": the effect is there.")
+
+
+def test_parts_inside_parts_get_labels_of_their_own():
+    inner = AnyOf(Above("a", bar=0.1, what="A"), Above("b", bar=0.1, what="B"))
+    rule = AllOf(inner, AllOf(Below("c", bar=0.5, what="C"), Above("d", bar=0.0, what="D")),
+                 Above("e", bar=0.2, what="E"))
+    v = rule.decide({"a": est(0.2, 0.3), "b": est(0.0, 0.05), "c": est(0.1, 0.2),
+                     "d": est(0.1, 0.2), "e": est(0.1, 0.3)})
+    assert v.status == "inconclusive"
+    labels = [part.split(")")[0] for part in v.statement.split("(")[1:]]
+    assert labels == ["1a", "1b", "2a", "2b", "3"]  # no reading shares a label
+    assert "(1) supported if any part is supported" in v.test  # the inner rule's own words
+    assert "(1a) supported if the interval of A" in v.test and "(2b) " in v.test
+    deeper = AllOf(AllOf(AllOf(Above("a", bar=0.1, what="A"))))
+    assert deeper.decide({"a": est(0.2, 0.3)}).statement.startswith("(1a1) A ")
