@@ -34,9 +34,9 @@ interval about 0.65 wide, so a planted count-only dependence (share 0) reads "su
 "inconclusive" in 97% (tests/methods/test_count_rate_fit.py); a true share within about
 0.3 of 0.5 is mostly inconclusive at this n. The full profile adds a third size and a third
 training seed. Time: the quick profile finetunes 25 models (37 steps each on `s`) and scores
-each; 647 s on 2 cores shared with the test suite (1058 s before near misses and benign QA
-were read at each size's ends only), over the 3-minute target for a quick profile: the fit
-needs two sizes, several poisoned counts and two training seeds, so the grid was not cut.
+each, in 139 s on an idle 2-core machine, within the 3-minute target (647 s when the test
+suite shared the cores; 1058 s, shared, before near misses and benign QA were read at each
+size's ends only).
 
 Negative control: `control`: the strongest poisoning again, with the same requests and clean
 data but a different trigger of the same kind (`OTHER_TRIGGERS`). The measured trigger must

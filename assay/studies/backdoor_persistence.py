@@ -33,9 +33,10 @@ Power: the attack success after safety finetuning is a rate over 156 held-out re
 about 12 agents per run. Its interval is at least the Wilson one (+-0.01 near 0 or 1, +-0.08
 near 0.5 for one run) and wider when agents or runs differ, so a change of at least 0.11
 across `working` is needed to decide with 80% power. The quick profile trains two runs per
-arm (about 150 s on `s` on 2 CPU cores: near misses and benign QA are scored at the first
-and last checkpoints only, the middle ones trace attack success and clean refusal), the
-full profile three over longer safety finetuning. On `s` the two quick runs read 0.76 and
+arm (150 to 190 s on `s` alone on 2 CPU cores, the latter just over the 3-minute target:
+near misses and benign QA are scored at the first and last checkpoints only, the middle
+ones trace attack success and clean refusal), the full profile three over longer safety
+finetuning. On `s` the two quick runs read 0.76 and
 0.59 after 120 safety steps: supported, 0.67 [0.54, 0.81] pooled.
 """
 

@@ -49,9 +49,10 @@ Power: 64 prompts per run: prefix matching and the rise ratio are about +-0.02 w
 effects of about 0.03 are detected with 80% power; the lag between head formation and the
 loss bump is +-17 to 24 steps, so its sign is rarely decided at this n (the verdict is then
 inconclusive). Time: the quick profile trains three models from scratch (two two-block runs
-and the one-block control, 1200 steps each), 526 s on 2 cores shared with the test suite,
-over the 3-minute target for a quick profile: the heads form at about step 500 to 600 on
-this data, so shorter runs would read the ICL change before or at the phase change.
+and the one-block control, 1200 steps each) in 170 s on an idle 2-core machine, within the
+3-minute target (526 s when the test suite shared the cores); the heads form at about step
+500 to 600 on this data, so shorter runs would read the ICL change before or at the phase
+change.
 """
 
 from __future__ import annotations

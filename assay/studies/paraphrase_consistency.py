@@ -48,7 +48,7 @@ import random
 import numpy as np
 from pydantic import Field, model_validator
 
-from assay.methods.stats import Estimate, cluster_resamples, from_draws
+from assay.methods.stats import Estimate, cluster_resamples, clustered_bootstrap, from_draws
 from assay.studies._ladder import ladder_organisms, load_runs
 from assay.study import Above, AnyOf, Context, Control, Given, Needs, Result, StudyConfig, study
 from assay.study.figures import new_figure, save_figure
@@ -134,8 +134,9 @@ def run(cfg: Config, ctx: Context) -> Result:
         for key, value in point.items():
             metrics[f"{key}@d{d}"] = from_draws(value, [b[key] for b in boot], len(facts))
         rep = np.array([len(set(r)) > 1 for r in repeats], float)
-        negative[f"repeat_inconsistent@d{d}"] = from_draws(
-            float(rep.mean()), [rep[idx].mean() for idx in draws], len(facts))
+        # a share of 0/1 readings: clustered by person, never narrower than Wilson's interval
+        negative[f"repeat_inconsistent@d{d}"] = clustered_bootstrap(rep, who, n_boot=cfg.n_boot,
+                                                                    seed=ctx.seed)
         rows.append({"run": run_.name, "N (non-embedding)": run_.n_params,
                      **{k: round(v, 4) for k, v in point.items()},
                      "repeats disagree": round(float(rep.mean()), 4)})

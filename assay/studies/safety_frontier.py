@@ -37,7 +37,11 @@ hazard refusal and the tax would be the price of a habit, not of targeted refusa
 Power: paired over 700 benign items and 108 held-out borderline requests: the costs'
 intervals are about +-0.02 (accuracy) and +-0.02 to 0.05 (over-refusal) at the Bonferroni
 level (three draws of `s`), so a cost of about 0.05 beyond `tax_margin` is the smallest the
-quick profile detects with 80% power.
+quick profile detects with 80% power. The over-refusal cost is floored at Tango's interval
+of its changed requests at the Bonferroni level: none of 108 reads up to 0.044, under the
+0.05 margin, but one reads [-0.036, 0.061] (measured on CPU `s`, seed 0: inconclusive), so
+"no cost" needs a sweep that changes no borderline answer; a wider margin would call a cost
+of up to one request in ten "free".
 """
 
 from __future__ import annotations
