@@ -17,20 +17,21 @@ the two-hop question in chat. Scratchpad: the model answers hop one in chat (ano
 wording), then completes another sentence of hop two about its own answer, so the chain is
 not the knowledge checks run again. The gap is the share of failures among questions
 whose hops are both known. Intervals resample people (a person's two questions
-together). The taught people's questions, in the held-out wording, are read apart
-(``direct_taught``): they show whether the run learned the two-hop format at all.
+together). The taught people's questions, in the evaluation wording (a near paraphrase of
+the trained ones, so this reads recall of taught answers), are read apart
+(``direct_taught``): they show whether the run learned two-hop answers at all.
 
-Chance: the answers are few (8 countries, 16 headquarters cities), so a model that names
-the commonest country is sometimes right without composing. Each direct reply is also
-checked against the answers of the other questions on its path (``_chance``): the share
-it names is what that reply would score were the answers dealt out at random, and the
-direct arm counts only what it gets right beyond that.
+Chance: the answers are few (8 countries, at most 16 headquarters cities), so a model that
+names the commonest country is sometimes right without composing. Each direct reply is
+also checked against the answers of the other questions on its path (``_chance``): the
+share it names is what that reply would score were the answers dealt out at random, and
+the direct arm counts only what it gets right beyond that.
 
 ``ladder="ladder"`` reads the plain ladder instead, trained on single facts only: no run
-ever read a two-hop question answered, so the direct arm answers none and the verdict is
-inconclusive for that reason. Sizes: d_model 32 and 48 know too few first hops (0.07 and
-0.15 of the questions on the plain ladder), so no gap can be measured there, and the
-default reads 64, 96 and 128.
+ever read a two-hop question answered, so the direct arm answers almost none (0.007 at
+d128) and the verdict is inconclusive for that reason. Sizes: d_model 32 and 48 know too
+few first hops (0.07 and 0.15 of the questions on the plain ladder), so no gap can be
+measured there, and the default reads 64, 96 and 128.
 
 Verdict: `rule`, given that both hops are known for more than ``min_known`` of the
 questions (interval) at the smallest and at the largest size, and that the largest size
@@ -98,7 +99,7 @@ class Config(StudyConfig):
     n_questions: int = Field(160, ge=10)   # two-hop questions about held-out people
     margin: float = Field(0.1, gt=0, lt=1)  # a gap shrinking by less than this has not closed
     min_known: float = Field(0.05, gt=0, lt=1)  # share of questions with both hops known, at least
-    n_boot: int = Field(1000, ge=100)      # bootstrap resamples of the questions
+    n_boot: int = Field(1000, ge=100)      # bootstrap resamples of the people
 
     FULL = {"n_boot": 2000}
 

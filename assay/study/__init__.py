@@ -30,10 +30,21 @@ from assay.study.registry import (
     studies_for,
     study,
 )
-from assay.study.rules import STATUSES, Above, AllOf, AnyOf, Below, Given, Rule, Within, reachable
+from assay.study.rules import (
+    STATUSES,
+    Above,
+    AboveIfShown,
+    AllOf,
+    AnyOf,
+    Below,
+    Given,
+    Rule,
+    Within,
+    reachable,
+)
 
 __all__ = [
-    "PROFILES", "STATUSES", "Above", "AllOf", "AnyOf", "Below", "Context", "Control", "Given",
+    "PROFILES", "STATUSES", "Above", "AboveIfShown", "AllOf", "AnyOf", "Below", "Context", "Control", "Given",
     "ModelSpec", "Needs", "Provenance", "Result", "Rule", "StudyConfig", "StudySpec", "TrainSeeds",
     "Verdict", "Within", "collect_provenance", "discover", "get_study", "git_revision", "hardware",
     "package_versions", "reachable", "studies", "studies_for", "study",

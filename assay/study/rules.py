@@ -189,6 +189,35 @@ class Above(_Bar):
 
 
 @dataclass(frozen=True)
+class AboveIfShown(Above):
+    """One way of several (a part of `AnyOf`) measured on too few items to show that it falls
+    short: above ``bar`` it supports the claim; anywhere else it reads "not shown" and counts
+    as not supported, so an interval that could never lie below the bar does not hold the
+    verdict at inconclusive for ever. Use it only where that is so, and say why (``why``)."""
+
+    why: str = "too few items to show it falls short"
+
+    def status(self, metrics: Metrics) -> Status:
+        return "supported" if super().status(metrics) == "supported" else "not supported"
+
+    def test(self) -> str:
+        return (f"supported if the interval of {self.name} lies above {_num(self.bar)}; "
+                f"otherwise not shown, and it does not count for the claim ({self.why})")
+
+    def describe(self, metrics: Metrics) -> str:
+        if super().status(metrics) == "supported":
+            return super().describe(metrics)
+        return (f"{self.name} {_interval(metrics[self.metric])} does not clear "
+                f"{_num(self.bar)}: not shown ({self.why})")
+
+    def cases(self) -> Cases:
+        around = self._around(self.bar)
+        return {"supported": [{self.metric: _synthetic(*around["above"])}],
+                "not supported": [{self.metric: _synthetic(*v)}
+                                  for v in (around["across"], around["below"]) if v is not None]}
+
+
+@dataclass(frozen=True)
 class Below(_Bar):
     """The claim: ``metric`` falls under ``bar``. Supported when the interval lies below it."""
 
@@ -382,7 +411,8 @@ class Given(Rule):
     def describe(self, metrics: Metrics) -> str:
         if self.requires.status(metrics) != "supported":
             return f"cannot test the claim here, {self.why}: {self.requires.describe(metrics)}"
-        return f"{self.requires.describe(metrics)}; {self.rule.describe(metrics)}"
+        # numbered parts restart in each half, so the halves are named as the test names them
+        return f"first, {self.requires.describe(metrics)}; then, {self.rule.describe(metrics)}"
 
     def reads(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.requires.reads() + self.rule.reads()))

@@ -337,6 +337,7 @@ def compose_name(d_model: int, steps: int) -> str:
 RECIPES.update(_rungs(compose_name, COMPOSE_MIX, "composition ladder",
                       ", two-hop answers taught for half the people"))
 
+
 def base_stage(name: str) -> str:
     """``name`` at its last stage before the safety stage (``s`` -> ``s@pretrain``, ``m`` ->
     ``m@agent``): the organism before it learned to refuse. Replicates keep their seed."""

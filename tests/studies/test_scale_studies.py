@@ -111,15 +111,15 @@ def test_compositionality_gap_counts_only_questions_with_both_hops_known(run_xs,
     # rule reads is that share less what dealing the answers out at random would get right
     if direct is not None:
         assert r.metrics["direct_correct"].value == pytest.approx(1 - direct, abs=1e-3)
-        assert r.metrics["direct_over_chance"].value < r.metrics["direct_correct"].value
     if r.metrics["direct_over_chance"].ci_high <= 0.05:
         assert r.verdict.status == "inconclusive" and "cannot test" in r.verdict.statement
     # the questions are about people whose two-hop questions the composition ladder never
-    # taught; the taught people are read apart, in a wording their training never used
+    # taught; the taught people (the other 80 of the 160 train-split people, two paths
+    # each) are read apart, in the evaluation wording
     for row, d in zip(rows, (32, 48)):
-        assert r.metrics[f"direct_taught@d{d}"].value == pytest.approx(
+        taught = r.metrics[f"direct_taught@d{d}"]
+        assert taught.n == 160 and taught.value == pytest.approx(
             row["direct correct (taught people)"], abs=1e-3)
-        assert 0.0 <= row["direct correct by chance"] <= row["hop 2 known"] + 1.0
 
 
 def _gap_metrics(change, excess, known=(0.2, 0.4), direct=(0.1, 0.3)):

@@ -136,3 +136,8 @@ def test_parts_inside_parts_get_labels_of_their_own():
     assert "(1a) supported if the interval of A" in v.test and "(2b) " in v.test
     deeper = AllOf(AllOf(AllOf(Above("a", bar=0.1, what="A"))))
     assert deeper.decide({"a": est(0.2, 0.3)}).statement.startswith("(1a1) A ")
+    # a precondition and a claim each number their parts: the halves are named apart
+    given = Given(AllOf(Above("a", bar=0.1, what="A"), Above("b", bar=0.1, what="B")),
+                  AllOf(Above("c", bar=0.1, what="C"), Above("d", bar=0.1, what="D")), why="w")
+    said = given.decide({m: est(0.2, 0.3) for m in "abcd"}).statement
+    assert said.startswith("first, (1) A ") and "; then, (1) C " in said
