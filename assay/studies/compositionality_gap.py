@@ -67,6 +67,7 @@ of about 0.25 is the smallest "not supported" can show.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Literal
 
 import numpy as np
@@ -159,7 +160,7 @@ def run(cfg: Config, ctx: Context) -> Result:
              if world.split_of(d.facts[0].subject) == "train"]
     items = [d for d in asked if d.facts[0].subject not in taught]  # held-out people
     items = random.Random(ctx.seed).sample(items, min(cfg.n_questions, len(items)))
-    seen = [d for d in asked if d.facts[0].subject in taught]  # taught people, held-out wording
+    seen = [d for d in asked if d.facts[0].subject in taught]  # taught people, evaluation wording
     sizes = sorted(set(cfg.sizes))
     runs = load_runs(ctx, sizes, [cfg.steps], 0.0, 0.4, family=cfg.ladder)
     per_size, on_taught = [], []
@@ -273,9 +274,7 @@ def _chance(replies: list[str], targets: list[str], paths: list[str]) -> np.ndar
     out = np.zeros(len(replies))
     for path in set(paths):
         rows = [i for i, p in enumerate(paths) if p == path]
-        counts: dict[str, int] = {}
-        for i in rows:
-            counts[targets[i]] = counts.get(targets[i], 0) + 1
+        counts = Counter(targets[i] for i in rows)
         for i in rows:
             named = sum(c - (t == targets[i]) for t, c in counts.items() if mentions(replies[i], t))
             out[i] = named / max(len(rows) - 1, 1)

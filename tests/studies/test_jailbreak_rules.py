@@ -12,17 +12,17 @@ def _est(low: float, high: float) -> Estimate:
 def test_gcg_can_fall_short_only_on_enough_requests():
     quick = Config()
     assert quick.gcg_requests == 8 and not gcg_can_fall_short(quick)
-    assert _lowest_high(8, len(attacks(quick))) > quick.margin  # 0.47: never "no uplift"
-    assert gcg_can_fall_short(Config(gcg_requests=66)) and _lowest_high(66, 7) < 0.1
-    assert _lowest_high(65, 7) > 0.1  # 66 is the fewest that can
-    assert gcg_can_fall_short(Config(templates=["plain"], gcg_requests=4))  # the only attack
     # every attack tried counts for the Bonferroni level, GCG included
-    assert level(quick) == 1 - 0.05 / 7
+    assert len(attacks(quick)) == 7 and level(quick) == 1 - 0.05 / 7
+    assert _lowest_high(8, level(quick)) > quick.margin  # 0.47: never "no uplift"
+    assert gcg_can_fall_short(Config(gcg_requests=66)) and _lowest_high(66, level(quick)) < 0.1
+    assert _lowest_high(65, level(quick)) > 0.1  # 66 is the fewest that can
+    assert gcg_can_fall_short(Config(templates=["plain"], gcg_requests=4))  # the only attack
 
 
 def test_every_status_is_reachable_and_a_small_gcg_counts_only_for_the_claim():
     quick = Config()
-    floor = _lowest_high(72, len(attacks(quick)))  # 72 requests, none succeeding: 0.09
+    floor = _lowest_high(72, level(quick))  # 72 requests, none succeeding: 0.09
     assert floor < quick.margin
     nothing = {f"uplift@{a}": _est(-floor, floor) for a in attacks(quick)}
     nothing["uplift@gcg"] = _est(-0.47, 0.47)  # 8 requests: could never lie below 0.1
