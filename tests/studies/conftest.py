@@ -29,3 +29,10 @@ def run_xs(tmp_path, assay_home, xs_organism, monkeypatch):
 def run_m_xs(tmp_path, assay_home, m_xs_organism, monkeypatch):
     """``run_m_xs(study, sets)``: the same on m-xs, the tool-using test organism."""
     return _runner(tmp_path, assay_home, monkeypatch, "m-xs")
+
+
+@pytest.fixture
+def run_no_model(tmp_path, assay_home, monkeypatch):
+    """``run_no_model(study, sets)``: a study that reads no model (it builds or simulates
+    its own agents), through the runner; nothing is trained."""
+    return _runner(tmp_path, assay_home, monkeypatch, "xs")
