@@ -433,6 +433,32 @@ def from_draws(point: float, draws: Sequence[float], n: int,
                     ci_high=float(max(hi, point)), n=n, method=method, level=level)
 
 
+def member_bootstrap(values: Sequence[float], members: Sequence[Sequence[Hashable]],
+                     n_boot: int = 2000, seed: int | None = 0, level: float = 0.95) -> Estimate:
+    """The mean of a value read on tuples of units (a comparison of two outcomes, a triple of
+    them), resampling the units: each draw takes the units with replacement and averages the
+    tuples all of whose members were drawn, weighted by how often each member was drawn
+    (the bootstrap of a U-statistic). Tuples share members, so they are not independent
+    draws; a mean of 0/1 values is never narrower than Wilson's interval of the count."""
+    v = _values(values, "values")
+    rows = [tuple(m) for m in members]
+    if len(rows) != v.size or not rows or len({len(r) for r in rows}) != 1:
+        raise AssayError("member_bootstrap needs one tuple of members, all the same length, "
+                         "per value")
+    units = {u: i for i, u in enumerate(sorted({u for r in rows for u in r}, key=str))}
+    index = np.array([[units[u] for u in r] for r in rows])
+    rng = np.random.default_rng(seed)
+    n = _n_boot(n_boot)
+    draws = np.empty(n)
+    for b in range(n):
+        counts = np.bincount(rng.integers(0, len(units), len(units)), minlength=len(units))
+        w = counts[index].prod(1).astype(float)
+        draws[b] = (w * v).sum() / w.sum() if w.sum() else np.nan
+    est = from_draws(float(v.mean()), draws, v.size, method="bootstrap over tuple members",
+                     level=level)
+    return _rate_floor(est, v, np.mean, level)
+
+
 def auroc(scores: Sequence[float], labels: Sequence[bool], n_boot: int = 2000,
           level: float = 0.95, seed: int | None = 0) -> Estimate:
     """Area under the ROC curve of ``scores`` for ``labels`` (True = positive), with a
