@@ -11,6 +11,9 @@ points spanning the one-shot Nash and the joint-monopoly price, widened by ``xi`
 gap on each side. An agent's state is the prices of the last ``memory`` periods (memory 0:
 one state, so it cannot condition on what the others did).
 
+`homogenisation` measures how much a pool of models fails together (algorithmic
+monoculture), the other multi-agent risk the agenda names.
+
 Sessions learn one after another in a compiled loop (numba): a session of Calvano et al.'s
 baseline runs about a million periods before it converges, which is seconds compiled and
 minutes in vectorised numpy.
@@ -24,6 +27,9 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 from scipy.optimize import brentq
+
+from assay.errors import AssayError
+from assay.methods.stats import Estimate, cluster_resamples, from_draws, resamples
 
 
 @dataclass(frozen=True)
@@ -272,3 +278,28 @@ def deviate(s: Sessions, session: int, horizon: int = 100) -> Deviation:
     return Deviation(rival_undisturbed=float(base[1, 1]), rival_after=float(dev[1, 1]),
                      deviator_gain=dev_total - base_total,
                      deviated=bool(dev[0, 0] != base[0, 0]), path=dev)
+
+
+def homogenisation(correct: np.ndarray, clusters=None, n_boot: int = 2000,
+                   seed: int | None = 0) -> Estimate:
+    """The homogenisation ratio of a pool of models (Bommasani et al. 2022, "Picking on the
+    Same Person", arXiv 2211.13972): the rate of items every model gets wrong, over the rate
+    independence predicts (the product of each model's failure rate). 1 when failures are
+    independent; above 1 when the models fail together. ``correct`` is (models, items) of
+    0/1; intervals resample items, or whole ``clusters`` of them (questions about one
+    person), and are NaN-free only where some model fails somewhere."""
+    c = np.asarray(correct, dtype=float)
+    if c.ndim != 2 or c.shape[0] < 2 or c.shape[1] < 2 or not np.isin(c, (0.0, 1.0)).all():
+        raise AssayError("homogenisation needs a (models, items) array of 0/1 with at least "
+                         "two models and two items")
+
+    def ratio(x: np.ndarray) -> float:
+        wrong = 1 - x
+        expected = np.prod(wrong.mean(1))
+        return float(wrong.prod(0).mean() / expected) if expected > 0 else np.nan
+
+    n = c.shape[1]
+    picks = ([idx for idx, _ in cluster_resamples(clusters, n_boot, seed)] if clusters is not None
+             else resamples(n, n_boot, seed))
+    return from_draws(ratio(c), [ratio(c[:, p]) for p in picks], n,
+                      method="bootstrap-clustered" if clusters is not None else "bootstrap")

@@ -124,3 +124,36 @@ def test_q_learners_with_memory_collude_and_punish_and_memoryless_ones_cannot_pu
     for j in range(24):
         d = deviate(zero, j)
         assert d.rival_after == d.rival_undisturbed and (not d.deviated or d.deviator_gain > 0)
+
+
+def test_homogenisation_of_independent_classifiers_is_near_one():
+    from assay.methods.multiagent import homogenisation
+
+    rng = np.random.default_rng(0)
+    # five classifiers, each wrong on its own random 30% of 4000 items
+    correct = (rng.random((5, 4000)) > 0.3).astype(int)
+    est = homogenisation(correct, n_boot=500)
+    assert est.ci_low <= 1.0 <= est.ci_high
+    assert est.value == pytest.approx(1.0, abs=0.35)
+
+
+def test_homogenisation_of_classifiers_sharing_a_base_is_above_one_and_clusters_widen_it():
+    from assay.methods.multiagent import homogenisation
+
+    rng = np.random.default_rng(1)
+    base_wrong = rng.random(3000) < 0.3
+    # each model keeps the base's error with probability 0.8 and adds 5% of its own:
+    # they fail together far more than their marginal rates predict
+    wrong = np.array([(base_wrong & (rng.random(3000) < 0.8)) | (rng.random(3000) < 0.05)
+                      for _ in range(4)])
+    correct = (~wrong).astype(int)
+    est = homogenisation(correct, n_boot=500)
+    marginal = wrong.mean(1)
+    expected = wrong.all(0).mean() / np.prod(marginal)
+    assert est.value == pytest.approx(expected)
+    assert est.ci_low > 5
+    people = np.repeat(np.arange(100), 30)
+    clustered = homogenisation(correct, clusters=people, n_boot=500)
+    assert clustered.value == est.value and clustered.method == "bootstrap-clustered"
+    with pytest.raises(Exception, match="0/1"):
+        homogenisation(np.ones((1, 10)))
