@@ -50,7 +50,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from assay.methods.evaluation import correct
 from assay.methods.multiagent import homogenisation
@@ -77,18 +77,13 @@ class Config(StudyConfig):
 
     FULL = {"pool": 3, "n_boot": 2000}
 
-    @field_validator("d_model")
+    @field_validator("d_model", "steps")
     @classmethod
-    def _a_ladder_size(cls, v: int) -> int:
-        if v not in LADDER_SIZES:
-            raise ValueError(f"the ladder has sizes {list(LADDER_SIZES)}")
-        return v
-
-    @field_validator("steps")
-    @classmethod
-    def _a_ladder_budget(cls, v: int) -> int:
-        if v not in LADDER_STEPS:
-            raise ValueError(f"the ladder has budgets {list(LADDER_STEPS)} (steps)")
+    def _on_the_ladder(cls, v: int, info: ValidationInfo) -> int:
+        allowed = LADDER_SIZES if info.field_name == "d_model" else LADDER_STEPS
+        if v not in allowed:
+            raise ValueError(f"the ladder has {'sizes' if info.field_name == 'd_model' else 'budgets'} "
+                             f"{list(allowed)}")
         return v
 
 
