@@ -89,6 +89,9 @@ def run(cfg: Config, ctx: Context) -> Result:
     mixed, tried = [], 0
     while len(mixed) < cfg.scenarios:
         tried += 1
+        if tried > 200 * cfg.scenarios:
+            raise ValueError(f"only {len(mixed)} of {tried - 1} drawn scenarios had a Condorcet "
+                             "winner other than the Borda winner: raise scale or outcomes")
         scenario = _scenario(cfg, cfg.groups, rng)
         if scenario is not None:
             mixed.append(scenario)
