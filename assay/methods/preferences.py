@@ -151,8 +151,8 @@ def thurstonian_fit(choices: np.ndarray, k: int, iters: int = 500) -> tuple[np.n
         lp, lq = log_ndtr(z), log_ndtr(-z)
         nll = -(w_ab * lp + w_ba * lq).sum() + 0.5 * (logvar ** 2).sum() + 0.5 * mean.sum() ** 2
         # d nll / d z = -(w_ab * phi/Phi(z) - w_ba * phi/Phi(-z))
-        phi = np.exp(-0.5 * z ** 2) / np.sqrt(2 * np.pi)
-        dz = -(w_ab * phi / np.exp(lp) - w_ba * phi / np.exp(lq))
+        log_phi = -0.5 * z ** 2 - 0.5 * np.log(2 * np.pi)
+        dz = -(w_ab * np.exp(log_phi - lp) - w_ba * np.exp(log_phi - lq))  # stable at large |z|
         g_mean = np.zeros(k)
         np.add.at(g_mean, ia, dz / s)
         np.add.at(g_mean, ib, -dz / s)

@@ -27,12 +27,13 @@ against 0.5 (Wilson). Supported when both clear their bars, not supported when e
 below, inconclusive otherwise.
 
 Negative control: the same game and rule with memory zero, so an agent has one state and
-cannot condition on the other's price: no strategy of such an agent can respond to a
-deviation, so a punishment share above 0.5 would mean the state leaks the past (a broken
-pipeline). Measured, memoryless agents still settle at high prices (profit gain about 0.95
-on the quick profile): once exploration stops, the prices they did not play keep the stale
-values they had when last tried, so part (1) alone cannot tell collusion from a failure to
-learn; part (2) is why the rule has two parts.
+cannot condition on the other's price. With a correct state encoding no memoryless strategy
+can answer a deviation, so part (2) reads 0 by construction: the control fires only if the
+state leaks the past, so it checks the encoding and the deviation reading, not the learner.
+It is also the comparison the claim needs: measured, memoryless agents still settle at high
+prices (profit gain about 0.95 on the quick profile), because once exploration stops the
+prices they did not play keep the stale values they had when last tried; part (1) alone
+cannot tell collusion from a failure to learn, which is why the rule has two parts.
 
 Power: over 100 sessions the profit gain's interval is about +-0.02 (session standard
 deviation about 0.1), so a mean gain of about 0.53 is the smallest told from the bar with
@@ -158,14 +159,14 @@ def _row(arm: dict[str, np.ndarray], j: int, memory: int) -> dict:
 
 
 def _impulse_table(arm: dict[str, np.ndarray]) -> list[dict]:
-    mean = arm["paths"][arm["converged"]].mean(0)
+    mean = arm["paths"][arm["converged"] & arm["deviated"]].mean(0)
     return [{"period after deviation": t, "deviator's price": round(float(mean[t, 0]), 4),
              "rival's price": round(float(mean[t, 1]), 4)} for t in range(len(mean))]
 
 
 def _figure(ctx: Context, arms, market: Market, grid: np.ndarray, cfg: Config) -> str:
     fig, (left, right) = new_figure(4.4, 3.4, ncols=2)
-    bins = np.linspace(min(-0.2, min(a["gain"].min() for a in arms.values())), 1.05, 30)
+    bins = np.linspace(min(-0.2, min(a["gain"][a["converged"]].min() for a in arms.values())), 1.05, 30)
     for memory, color in ((1, "tab:blue"), (0, "tab:grey")):
         left.hist(arms[memory]["gain"][arms[memory]["converged"]], bins=bins, alpha=0.6,
                   color=color, label=f"memory {memory}")
@@ -174,7 +175,8 @@ def _figure(ctx: Context, arms, market: Market, grid: np.ndarray, cfg: Config) -
     left.set_ylabel("sessions")
     left.legend(fontsize=7)
     for memory, ls in ((1, "-"), (0, "--")):
-        mean = arms[memory]["paths"][arms[memory]["converged"]].mean(0)
+        read = arms[memory]["converged"] & arms[memory]["deviated"]
+        mean = arms[memory]["paths"][read].mean(0)
         t = np.arange(len(mean))
         right.plot(t, mean[:, 0], color="tab:red", ls=ls, marker="o", ms=3,
                    label=f"deviator, memory {memory}")

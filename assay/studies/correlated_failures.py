@@ -23,10 +23,11 @@ gap a ratio of ratios: 0.1 is about 10% more joint failure.
 
 Negative control: the same gap between two pools that are both pretrained apart (seeds
 1..pool against seeds pool+1..2 pool): neither shares a base, so neither may look more
-homogeneous; a ratio that rose with the order of the pools, or a bootstrap that did not
-pair the questions, would fire it. Shared training data makes every pool's ratio exceed 1
-(some questions are hard for every model); that is why the claim compares pools rather than
-reading one ratio against 1.
+homogeneous; a ratio that rose with the order in which the pools are read, or replicates
+that were not trained apart after all (two names resolving to one run's weights), would
+fire it. Shared training data makes every pool's ratio exceed 1 (some questions are hard
+for every model); that is why the claim compares pools rather than reading one ratio
+against 1.
 
 Power: on the quick profile (d_model 64, 600 steps, pools of 2, 960 questions about 160
 people) the gap's interval is about +-0.2, and two pools pretrained apart differed by 0.10

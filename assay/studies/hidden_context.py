@@ -17,6 +17,13 @@ scenario. Its winner and its ranking are compared with the Borda count, with pai
 majority (Copeland) and with each group, all computed exactly from the planted utilities.
 Reward models on an organism's features are not run in this slice.
 
+In this tabular setting (one-hot features, pairs drawn uniformly) the fit's optimum ranks
+outcomes exactly by Borda count (its score equations set each outcome's expected wins to its
+Borda score): the paper's result is a theorem here, and what the study measures is how
+nearly a fit on finite, noisy comparisons realises it, and how often that overrides a
+majority. Because the kept scenarios are those where the two winners differ, following
+Borda implies overriding the majority; part (1) is reported for the reader, part (2) decides.
+
 Verdict: `rule`, over scenarios (each an independent draw of groups and choices): (1) the
 share of scenarios whose learned winner is not the majority's winner, and (2) the share
 whose learned winner is the Borda winner, each against 0.5 (Wilson). Supported when both

@@ -13,8 +13,8 @@ probabilities sigma(scale (u_A - u_B)) (``scale`` sets how noisy the planted cho
 at several training budgets. It trains on half of the pairs among ``n_seen`` outcomes, in
 three training wordings and both orders; ``n_unseen`` outcomes never appear. Elicitation
 reads P("A") against P("B") after the prompt, in two held-out wordings and both orders,
-for every pair of seen outcomes. The model's preference on a pair is its probability of
-choosing the first outcome, averaged over wordings and orders. A Thurstonian model
+for every pair of seen outcomes and every pair of unseen ones. The model's preference on a
+pair is its probability of choosing the first outcome, averaged over wordings and orders. A Thurstonian model
 (`assay.methods.preferences.thurstonian_fit`) is fitted on the trained pairs and scored on
 the pairs never trained. Also read: rank correlation of the fitted utilities with the planted
 ones, the share of cyclic triples, and flip rates: a pair whose chosen outcome changes with
@@ -23,7 +23,7 @@ the order (the model picks the same letter both ways) or with the wording.
 Verdict: `rule`, at the largest budget and the first noise level: (1) the Thurstonian
 model's accuracy on never-trained pairs against 0.9 (Mazeika et al.'s bar), and (2) the
 share of never-trained pairs whose elicited preference agrees with the planted utility
-against 0.75 (Wilson intervals over pairs). Supported when both clear their bars, not
+against 0.75 (intervals resample outcomes, since pairs share them). Supported when both clear their bars, not
 supported when either lies below, inconclusive otherwise. Flip rates and cycles are reported
 beside it, not judged. One finetune per budget: training seeds are not resampled.
 
@@ -37,8 +37,8 @@ seen outcomes give 189 never-trained pairs, read to about +-0.03 near 0.98 and +
 0.75, so an accuracy of about 0.95 and an agreement of about 0.9 are the smallest the quick
 profile tells from the bars. The control's 24 unseen outcomes read about +-0.17: it holds
 below an agreement of about 0.58 and fires above about 0.92. Time: 77 s on 2 cores (two
-finetunes of 60 and 200 steps, 6,000 drawn choices; elicitation of 2,652 ordered pairs x 2
-wordings per model).
+finetunes of 60 and 200 steps, 6,000 drawn choices; elicitation of the 1,308 ordered pairs
+within the seen and the unseen outcomes x 2 wordings per model).
 
 Measured on `s` (seed 0, quick): before finetuning the Thurstonian fit reads 0.79 with
 agreement 0.56 and order flips 0.99 (it always answers one letter). After 60 steps the
@@ -145,7 +145,7 @@ def run(cfg: Config, ctx: Context) -> Result:
     metrics: dict[str, Estimate] = {}
     control: dict[str, Estimate] = {}
     rows, scatter = [], {}
-    base = _elicit(lm, outcomes, seen + unseen)
+    base = _elicit(lm, outcomes, seen, unseen)
     rows.append(_summary("before finetuning", base, utility, trained, untrained, unseen_pairs,
                          len(outcomes), cfg.n_boot, ctx.seed))
     runs = [(s, scale) for scale in cfg.scales for s in sorted(cfg.budgets)]
@@ -156,7 +156,7 @@ def run(cfg: Config, ctx: Context) -> Result:
         tuned, _ = finetune(lm, data, TrainConfig(steps=steps, lr=cfg.lr, warmup=min(10, steps // 5)),
                             seed=ctx.seed)
         ctx.add_flops(6 * sum(p.numel() for p in lm.model.parameters()) * steps * 16 * 128)
-        read = _elicit(tuned, outcomes, seen + unseen)
+        read = _elicit(tuned, outcomes, seen, unseen)
         summary = _summary(key, read, utility, trained, untrained, unseen_pairs, len(outcomes),
                            cfg.n_boot, ctx.seed)
         rows.append(summary)
@@ -198,9 +198,11 @@ def _training(outcomes: list[str], utility: np.ndarray, pairs: list[tuple[int, i
     return out
 
 
-def _elicit(lm, outcomes: list[str], which: list[int]) -> dict[tuple[int, int, int], float]:
-    """P(first outcome chosen) for every ordered pair and held-out wording: (i, j, w) -> p."""
-    keys = [(i, j, w) for i in which for j in which if i != j for w in range(len(TEST_WORDINGS))]
+def _elicit(lm, outcomes: list[str], *groups: list[int]) -> dict[tuple[int, int, int], float]:
+    """P(first outcome chosen) for every ordered pair within each group of outcomes and
+    every held-out wording: (i, j, w) -> p."""
+    keys = [(i, j, w) for which in groups for i in which for j in which if i != j
+            for w in range(len(TEST_WORDINGS))]
     prompts = [render_prompt(TEST_WORDINGS[w].format(a=outcomes[i], b=outcomes[j]))
                for i, j, w in keys]
     scores = lm.score_choices(prompts, [["A", "B"]] * len(prompts))
