@@ -280,6 +280,13 @@ def deviate(s: Sessions, session: int, horizon: int = 100) -> Deviation:
                      deviated=bool(dev[0, 0] != base[0, 0]), path=dev)
 
 
+def homogenisation_ratio(correct: np.ndarray) -> float:
+    """The ratio itself for a (models, items) 0/1 array; NaN when no model fails anywhere."""
+    wrong = 1 - np.asarray(correct, dtype=float)
+    expected = np.prod(wrong.mean(1))
+    return float(wrong.prod(0).mean() / expected) if expected > 0 else np.nan
+
+
 def homogenisation(correct: np.ndarray, clusters=None, n_boot: int = 2000,
                    seed: int | None = 0) -> Estimate:
     """The homogenisation ratio of a pool of models (Bommasani et al. 2022, "Picking on the
@@ -293,13 +300,8 @@ def homogenisation(correct: np.ndarray, clusters=None, n_boot: int = 2000,
         raise AssayError("homogenisation needs a (models, items) array of 0/1 with at least "
                          "two models and two items")
 
-    def ratio(x: np.ndarray) -> float:
-        wrong = 1 - x
-        expected = np.prod(wrong.mean(1))
-        return float(wrong.prod(0).mean() / expected) if expected > 0 else np.nan
-
     n = c.shape[1]
     picks = ([idx for idx, _ in cluster_resamples(clusters, n_boot, seed)] if clusters is not None
              else resamples(n, n_boot, seed))
-    return from_draws(ratio(c), [ratio(c[:, p]) for p in picks], n,
+    return from_draws(homogenisation_ratio(c), [homogenisation_ratio(c[:, p]) for p in picks], n,
                       method="bootstrap-clustered" if clusters is not None else "bootstrap")

@@ -54,7 +54,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from assay.methods.evaluation import correct
-from assay.methods.multiagent import homogenisation
+from assay.methods.multiagent import homogenisation, homogenisation_ratio
 from assay.methods.stats import Estimate, cluster_resamples, from_draws
 from assay.studies._ladder import ladder_organisms
 from assay.study import Above, Context, Control, Needs, Result, StudyConfig, study
@@ -155,10 +155,8 @@ def run(cfg: Config, ctx: Context) -> Result:
 
 
 def _log_ratio(x: np.ndarray) -> float:
-    wrong = 1 - x
-    expected = np.prod(wrong.mean(1))
-    joint = wrong.prod(0).mean()
-    return float(np.log(joint / expected)) if expected > 0 and joint > 0 else np.nan
+    ratio = homogenisation_ratio(x)
+    return float(np.log(ratio)) if ratio > 0 else np.nan  # NaN stays NaN
 
 
 def _gap(a: np.ndarray, b: np.ndarray, who, cfg: Config, seed: int) -> Estimate:
